@@ -1,0 +1,203 @@
+"""Typed configuration: frozen dataclasses with defaults, loaded from YAML, overridable with `--set a.b=c`."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    kind: str = "mfcc"  # mfcc | logmel
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    n_mfcc: int = 40
+    f_min: float = 20.0
+    f_max: float = 7600.0
+    deltas: int = 0  # 0, 1 (deltas) or 2 (deltas + delta-deltas)
+    cmvn: str = "global"  # global | utterance | none
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-only perturbations; all off at evaluation time."""
+
+    speed: tuple[float, float] = (0.9, 1.1)  # tempo and pitch together
+    vtlp: tuple[float, float] = (0.9, 1.1)  # vocal tract length (frequency warp)
+    noise_prob: float = 0.5
+    snr_db: tuple[float, float] = (10.0, 40.0)
+    reverb_prob: float = 0.3
+    tilt_db: float = 6.0  # random smooth spectral colouring (channel), +- dB
+    freq_masks: int = 2
+    freq_mask_width: int = 8
+    time_masks: int = 2
+    time_mask_ratio: float = 0.05
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: str = "lstm"  # lstm | gru | rnn
+    hidden: int = 256
+    layers: int = 3
+    dropout: float = 0.2
+    stack: int = 3  # frames stacked (and subsampled) before the recurrent layers
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/speech/default"
+    prepare: str = ""  # command that builds `root` when root/DONE is missing
+    train: str = "train.jsonl"
+    dev: str = "dev.jsonl"
+    eval_sets: tuple[str, ...] = ("dev.jsonl", "test.jsonl")
+    lm_text: str = ""  # extra text for the lexicon and word LM (relative to root); training transcripts always used
+    batch_frames: int = 24000  # feature frames per batch (before stacking)
+    max_batch: int = 64
+    max_duration: float = 25.0
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    lr: float = 1.5e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 300
+    final_lr_ratio: float = 0.05
+    max_epochs: int = 10
+    max_minutes: float = 0.0  # 0 = no time budget; otherwise the schedule and stop follow the clock too
+    clip_norm: float = 5.0
+    eval_every: int = 0  # steps; 0 = once per epoch
+    checkpoint_every: int = 200
+    patience: int = 6  # evaluations without dev CER improvement before stopping
+    bf16: bool = True  # bf16 autocast on CPUs that support it; AMP fp16 on CUDA
+    threads: int = 0  # torch threads; 0 = all cores
+    log_every: int = 20
+    sortagrad: bool = True  # first epoch shortest-first
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    beam: int = 50
+    beam_size_token: int = 12
+    beam_threshold: float = 25.0
+    lm_order: int = 3
+    lm_weight: float = 1.0
+    word_score: float = 0.5
+    unk_score: float = -10.0
+    lexicon: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    task: str = "speech"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(annotation, value, key + ".")
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(item, args[0], key) for item in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(item, arg, key) for item, arg in zip(value, args, strict=True))
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} does not fit {annotation}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif annotation is type(None):
+        if value is None:
+            return None
+    else:
+        return value
+    raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}")
+
+
+def _build(cls: type, values: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown config key '{prefix}{key}'")
+    kwargs = {key: _coerce(value, hints[key], prefix + key) for key, value in values.items()}
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply `key=value` overrides, and check every key and type."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"--set {override!r}: expected key=value")
+        key, raw = override.split("=", 1)
+        _set_path(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return _build(Config, tree)
+
+
+def config_to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type, values: dict):
+    return _build(cls, values)

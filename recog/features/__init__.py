@@ -1,0 +1,1 @@
+"""Feature extractors: inputs -> (time, feat) float frames."""

@@ -1,0 +1,200 @@
+"""MFCC / log-mel frames from 16 kHz audio, with CMVN and training-time perturbations.
+
+The perturbations work in the spectral domain so they cost almost nothing per batch: speed
+perturbation is a change of hop length (tempo) plus a frequency warp (pitch and formants), vocal
+tract length perturbation is a further warp, channel colouring is a smooth random gain curve.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from recog.config import AugmentConfig, FeatureConfig
+
+
+@dataclass
+class Perturbation:
+    """One draw of training-time perturbations for an utterance."""
+
+    speed: float = 1.0
+    warp: float = 1.0
+    snr_db: float | None = None
+    rt60: float | None = None
+    tilt: np.ndarray | None = None  # (n_fft // 2 + 1,) gain in dB
+
+    @classmethod
+    def draw(cls, augment: AugmentConfig, n_bins: int, rng: np.random.Generator) -> Perturbation:
+        speed = rng.uniform(*augment.speed)
+        warp = rng.uniform(*augment.vtlp)
+        snr = rng.uniform(*augment.snr_db) if rng.random() < augment.noise_prob else None
+        rt60 = rng.uniform(0.15, 0.6) if rng.random() < augment.reverb_prob else None
+        tilt = None
+        if augment.tilt_db > 0:
+            position = np.linspace(0, 1, n_bins)
+            curve = sum(
+                rng.uniform(-1, 1) * np.cos(math.pi * k * position + rng.uniform(0, math.pi)) for k in range(1, 4)
+            )
+            tilt = (augment.tilt_db / 3.0) * curve
+        return cls(speed=speed, warp=warp, snr_db=snr, rt60=rt60, tilt=tilt)
+
+
+class SpeechFeatures:
+    """Turns a waveform into (time, feat) frames; parameters are saved with the model."""
+
+    def __init__(self, config: FeatureConfig):
+        if config.kind not in ("mfcc", "logmel"):
+            raise ValueError(f"features.kind: expected 'mfcc' or 'logmel', got {config.kind!r}")
+        self.config = config
+        self.window = torch.hann_window(config.win_length)
+        self.n_bins = config.n_fft // 2 + 1
+        self.mel_fbank = AF.melscale_fbanks(
+            self.n_bins, config.f_min, config.f_max, config.n_mels, config.sample_rate, norm="slaney", mel_scale="slaney"
+        )  # (bins, mels)
+        self.dct = AF.create_dct(config.n_mfcc, config.n_mels, norm="ortho") if config.kind == "mfcc" else None
+
+    @property
+    def dim(self) -> int:
+        base = self.config.n_mfcc if self.config.kind == "mfcc" else self.config.n_mels
+        return base * (1 + self.config.deltas)
+
+    def frame_rate(self) -> float:
+        return self.config.sample_rate / self.config.hop_length
+
+    def power_spectrum(self, samples: torch.Tensor, hop_length: int | None = None) -> torch.Tensor:
+        """(samples,) -> (frames, bins) power spectrum, centred frames as librosa does."""
+        config = self.config
+        spectrum = torch.stft(
+            samples,
+            n_fft=config.n_fft,
+            hop_length=hop_length or config.hop_length,
+            win_length=config.win_length,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+        return spectrum.abs().pow(2).T
+
+    def from_power(self, power: torch.Tensor) -> torch.Tensor:
+        """(frames, bins) power -> (frames, feat) MFCC or log-mel, plus deltas if configured."""
+        mel = power @ self.mel_fbank
+        frames = 10.0 * torch.log10(mel.clamp_min(1e-10))
+        if self.dct is not None:
+            frames = frames @ self.dct
+        if self.config.deltas:
+            layers = [frames]
+            for _ in range(self.config.deltas):
+                layers.append(AF.compute_deltas(layers[-1].T.unsqueeze(0)).squeeze(0).T)
+            frames = torch.cat(layers, dim=1)
+        return frames
+
+    def __call__(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
+        samples = torch.as_tensor(samples, dtype=torch.float32)
+        return self.from_power(self.power_spectrum(samples))
+
+    def perturbed(self, samples: np.ndarray, perturbation: Perturbation, rng: np.random.Generator) -> torch.Tensor:
+        """Features of one training utterance under a drawn perturbation."""
+        samples = torch.as_tensor(samples, dtype=torch.float32)
+        if perturbation.rt60 is not None:
+            samples = add_reverb(samples, perturbation.rt60, self.config.sample_rate, rng)
+        if perturbation.snr_db is not None:
+            samples = add_noise(samples, perturbation.snr_db, rng)
+        hop = max(1, round(self.config.hop_length * perturbation.speed))
+        power = self.power_spectrum(samples, hop)
+        power = warp_frequencies(power, perturbation.speed * perturbation.warp)
+        if perturbation.tilt is not None:
+            power = power * torch.from_numpy(10.0 ** (perturbation.tilt / 10.0)).float()
+        return self.from_power(power)
+
+
+def warp_frequencies(power: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scale the frequency axis by `factor` (> 1 moves energy up) with linear interpolation."""
+    if abs(factor - 1.0) < 1e-6:
+        return power
+    n_bins = power.shape[1]
+    source = torch.arange(n_bins, dtype=torch.float32) / factor
+    low = source.floor().long().clamp(max=n_bins - 1)
+    high = (low + 1).clamp(max=n_bins - 1)
+    weight = (source - low.float()).clamp(0, 1)
+    warped = power[:, low] * (1 - weight) + power[:, high] * weight
+    return warped * (source <= n_bins - 1).float()
+
+
+def add_noise(samples: torch.Tensor, snr_db: float, rng: np.random.Generator) -> torch.Tensor:
+    """Add white or pink-ish noise at a given signal-to-noise ratio."""
+    noise = torch.from_numpy(rng.standard_normal(samples.shape[0]).astype(np.float32))
+    if rng.random() < 0.5:  # pink-ish: integrate white noise lightly
+        noise = AF.lfilter(noise.unsqueeze(0), torch.tensor([1.0, -0.95]), torch.tensor([1.0, 0.0])).squeeze(0)
+    signal_power = samples.pow(2).mean().clamp_min(1e-10)
+    noise_power = noise.pow(2).mean().clamp_min(1e-10)
+    scale = torch.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
+    return samples + scale * noise
+
+
+def add_reverb(samples: torch.Tensor, rt60: float, rate: int, rng: np.random.Generator) -> torch.Tensor:
+    """Convolve with a synthetic room response: a direct path plus exponentially decaying noise."""
+    length = int(rate * min(rt60, 0.8))
+    time = np.arange(length) / rate
+    response = rng.standard_normal(length) * np.exp(-6.9 * time / rt60)  # -60 dB at rt60
+    response[0] = 1.0 / max(rng.uniform(0.3, 1.0), 1e-3)
+    response = torch.from_numpy((response / np.abs(response).sum() ** 0.5).astype(np.float32))
+    wet = AF.fftconvolve(samples, response)[: samples.shape[0]]
+    return wet * (samples.abs().max() / wet.abs().max().clamp_min(1e-8))
+
+
+def spec_augment(frames: torch.Tensor, augment: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
+    """Frequency and time masking (set to 0, the normalised mean) on (time, feat) frames."""
+    frames = frames.clone()
+    n_frames, n_feat = frames.shape
+    for _ in range(augment.freq_masks):
+        width = int(rng.integers(0, augment.freq_mask_width + 1))
+        start = int(rng.integers(0, max(1, n_feat - width)))
+        frames[:, start : start + width] = 0
+    max_width = int(augment.time_mask_ratio * n_frames)
+    for _ in range(augment.time_masks):
+        width = int(rng.integers(0, max_width + 1))
+        start = int(rng.integers(0, max(1, n_frames - width)))
+        frames[start : start + width] = 0
+    return frames
+
+
+class CMVN:
+    """Mean and variance normalisation: global statistics from training data, or per utterance."""
+
+    def __init__(self, mode: str, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+        if mode not in ("global", "utterance", "none"):
+            raise ValueError(f"features.cmvn: expected global, utterance or none, got {mode!r}")
+        self.mode, self.mean, self.std = mode, mean, std
+
+    @classmethod
+    def fit(cls, mode: str, utterances: list[torch.Tensor]) -> CMVN:
+        if mode != "global":
+            return cls(mode)
+        count, total, squares = 0, 0.0, 0.0
+        for frames in utterances:
+            frames = frames.double()
+            count += frames.shape[0]
+            total = total + frames.sum(0)
+            squares = squares + frames.pow(2).sum(0)
+        mean = total / count
+        std = (squares / count - mean.pow(2)).clamp_min(1e-8).sqrt()
+        return cls(mode, mean.float(), std.float())
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.mode == "global":
+            return (frames - self.mean) / self.std
+        if self.mode == "utterance":
+            return (frames - frames.mean(0)) / frames.std(0).clamp_min(1e-5)
+        return frames
+
+    def state(self) -> dict:
+        return {"mode": self.mode, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_state(cls, state: dict) -> CMVN:
+        return cls(state["mode"], state.get("mean"), state.get("std"))

@@ -1,0 +1,72 @@
+"""The encoder and CTC head: frame stacking -> bidirectional LSTM | GRU | RNN stack -> linear -> log-probs.
+
+The backward direction runs on sequences reversed within their own length, so padded batches give
+exactly the outputs of packed sequences without the cost of `pack_padded_sequence` on the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recog.config import ModelConfig
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+def reverse_within_length(sequences: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each (batch, time, ...) sequence over its first `length` steps; padding stays in place."""
+    steps = torch.arange(sequences.shape[1], device=sequences.device).unsqueeze(0)  # (1, time)
+    lengths = lengths.to(sequences.device).unsqueeze(1)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (batch, time)
+    index = index.view(*index.shape, *([1] * (sequences.dim() - 2))).expand_as(sequences)
+    return sequences.gather(1, index)
+
+
+def stack_frames(frames: torch.Tensor, lengths: torch.Tensor, stack: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate `stack` consecutive frames and keep every `stack`-th: (B, T, F) -> (B, T // stack, F * stack)."""
+    if stack == 1:
+        return frames, lengths
+    batch, time, feat = frames.shape
+    time = time // stack * stack
+    stacked = frames[:, :time].reshape(batch, time // stack, feat * stack)
+    return stacked, torch.div(lengths, stack, rounding_mode="floor")
+
+
+class BidirectionalLayer(nn.Module):
+    def __init__(self, cell: str, input_size: int, hidden: int):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"model.cell: expected one of {sorted(CELLS)}, got {cell!r}")
+        self.forward_rnn = CELLS[cell](input_size, hidden, batch_first=True)
+        self.backward_rnn = CELLS[cell](input_size, hidden, batch_first=True)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        forward_out, _ = self.forward_rnn(inputs)
+        backward_out, _ = self.backward_rnn(reverse_within_length(inputs, lengths))
+        return torch.cat([forward_out, reverse_within_length(backward_out, lengths)], dim=-1)
+
+
+class CTCModel(nn.Module):
+    """Recurrent CTC recogniser; `forward` returns (batch, time', vocab) log-probs and output lengths."""
+
+    def __init__(self, config: ModelConfig, input_dim: int, vocab_size: int):
+        super().__init__()
+        self.config = config
+        self.input_dim, self.vocab_size = input_dim, vocab_size
+        self.layers = nn.ModuleList(
+            BidirectionalLayer(config.cell, input_dim * config.stack if i == 0 else 2 * config.hidden, config.hidden)
+            for i in range(config.layers)
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(2 * config.hidden, vocab_size)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.div(lengths, self.config.stack, rounding_mode="floor")
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, lengths = stack_frames(frames, lengths, self.config.stack)  # (batch, time', feat * stack)
+        for index, layer in enumerate(self.layers):
+            hidden = layer(self.dropout(hidden) if index else hidden, lengths)
+        logits = self.head(self.dropout(hidden))  # (batch, time', vocab)
+        return logits.float().log_softmax(dim=-1), lengths

@@ -1,0 +1,135 @@
+"""Checkpoint -> features -> model -> decoder: the one code path every CLI and evaluation uses."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recog.checkpoint import CheckpointError, load_checkpoint
+from recog.config import DecodeConfig, FeatureConfig, ModelConfig, config_from_dict
+from recog.data.manifest import Utterance
+from recog.data.shards import from_int16
+from recog.decode.beam import BeamDecoder
+from recog.decode.greedy import GreedyDecoder
+from recog.decode.transcript import Transcript
+from recog.features.speech import CMVN, SpeechFeatures
+from recog.metrics import ErrorRate
+from recog.model import CTCModel
+from recog.vocab import Vocab
+
+
+class Recognizer:
+    """A trained speech model ready to decode; `load` reads a checkpoint without executing code."""
+
+    def __init__(
+        self,
+        model: CTCModel,
+        vocab: Vocab,
+        features: SpeechFeatures,
+        cmvn: CMVN,
+        decode: DecodeConfig,
+        language_model: dict | None = None,
+        device: str = "cpu",
+    ):
+        self.model, self.vocab, self.features, self.cmvn = model.eval().to(device), vocab, features, cmvn
+        self.decode_config, self.language_model, self.device = decode, language_model, device
+        self.frame_seconds = features.config.hop_length * model.config.stack / features.config.sample_rate
+        self._decoders: dict[str, object] = {}
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
+        payload = load_checkpoint(path)
+        try:
+            vocab = Vocab(payload["vocab"])
+            features = SpeechFeatures(config_from_dict(FeatureConfig, payload["features"]))
+            model = CTCModel(config_from_dict(ModelConfig, payload["model_config"]), payload["input_dim"], len(vocab))
+            model.load_state_dict(payload["model_state"])
+            decode = config_from_dict(DecodeConfig, payload.get("decode", {}))
+            cmvn = CMVN.from_state(payload["cmvn"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{path}: checkpoint is incomplete or from an incompatible version ({error})") from None
+        return cls(model, vocab, features, cmvn, decode, payload.get("language_model"), device)
+
+    def decoder(self, kind: str = "greedy"):
+        if kind not in self._decoders:
+            if kind == "greedy":
+                self._decoders[kind] = GreedyDecoder(self.vocab, self.frame_seconds)
+            elif kind == "beam":
+                lexicon, lm = self._language_model_files()
+                self._decoders[kind] = BeamDecoder(self.vocab, self.decode_config, lexicon, lm, self.frame_seconds)
+            else:
+                raise ValueError(f"unknown decoder {kind!r}: expected greedy or beam")
+        return self._decoders[kind]
+
+    def _language_model_files(self) -> tuple[str | None, str | None]:
+        """The lexicon and ARPA text travel inside the checkpoint; the decoder needs them as files."""
+        if not self.language_model:
+            return None, None
+        digest = hashlib.sha1(self.language_model["arpa"].encode()).hexdigest()[:16]
+        folder = Path(tempfile.gettempdir()) / f"recog-lm-{digest}"
+        folder.mkdir(exist_ok=True)
+        paths = []
+        for name in ("lexicon", "arpa"):
+            path = folder / name
+            if not path.exists():
+                partial = folder / f".{name}.partial"
+                partial.write_text(self.language_model[name])
+                partial.replace(path)
+            paths.append(str(path))
+        return paths[0], paths[1]
+
+    @torch.inference_mode()
+    def log_probs(self, waveforms: list[np.ndarray], batch_frames: int = 60000) -> list[torch.Tensor]:
+        """Per input (time', vocab) log-probs, computed in length-sorted batches."""
+        frames = [self.cmvn(self.features(samples)) for samples in waveforms]
+        order = sorted(range(len(frames)), key=lambda i: frames[i].shape[0])
+        results: list[torch.Tensor | None] = [None] * len(frames)
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and frames[order[end]].shape[0] * (end - start + 1) <= batch_frames:
+                end += 1
+            batch = [frames[i] for i in order[start:end]]
+            lengths = torch.tensor([f.shape[0] for f in batch])
+            padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True).to(self.device)  # (batch, time, feat)
+            log_probs, out_lengths = self.model(padded, lengths.to(self.device))
+            for row, index in enumerate(order[start:end]):
+                results[index] = log_probs[row, : int(out_lengths[row])].float().cpu()
+            start = end
+        return results
+
+    def decode(self, log_probs: list[torch.Tensor], kind: str = "greedy") -> list[Transcript]:
+        decoder = self.decoder(kind)
+        transcripts = []
+        for item in log_probs:
+            transcripts.extend(decoder(item.unsqueeze(0), torch.tensor([item.shape[0]])))
+        return transcripts
+
+    def evaluate(
+        self, utterances: list[Utterance], audio: dict[str, np.ndarray], kinds=("greedy", "beam"), group_by="voice"
+    ) -> dict:
+        """WER/CER per decoder, overall and per group (e.g. per voice), with a few examples."""
+        waveforms = [from_int16(audio[u.key]) for u in utterances]
+        log_probs = self.log_probs(waveforms)
+        report = {}
+        for kind in kinds:
+            if kind == "beam" and not self.language_model and self.decode_config.lexicon:
+                continue
+            hypotheses = self.decode(log_probs, kind)
+            overall, groups = ErrorRate(), {}
+            for utterance, hypothesis in zip(utterances, hypotheses, strict=True):
+                overall.add(utterance.text, hypothesis.text)
+                group = str(utterance.info.get(group_by, "all"))
+                groups.setdefault(group, ErrorRate()).add(utterance.text, hypothesis.text)
+            report[kind] = {
+                **overall.as_dict(),
+                "groups": {name: rate.as_dict() for name, rate in sorted(groups.items())},
+                "examples": [
+                    {"key": u.key, "ref": u.text, "hyp": h.text} for u, h in list(zip(utterances, hypotheses))[:4]
+                ],
+            }
+        return report

@@ -1,0 +1,359 @@
+"""The training loop: DDP, AMP, gradient clipping, warmup + cosine schedule, early stopping,
+atomic checkpoints, exact resume (optimizer, schedule, sampler position, RNG)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from recog.checkpoint import load_checkpoint, save_checkpoint
+from recog.config import Config, TrainConfig, config_to_dict
+from recog.data.batching import BucketBatchSampler, collate
+from recog.data.speech import SpeechDataset, worker_init
+from recog.data.sets import prepare_corpus, prepare_sets
+from recog.decode.beam import prepare_language_model
+from recog.distributed import Context, init_distributed, shutdown
+from recog.features.speech import SpeechFeatures
+from recog.model import CTCModel
+from recog.recognizer import Recognizer
+from recog.report import format_examples, format_table, plot_curves
+from recog.vocab import Vocab
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    elapsed: float = 0.0  # seconds of training, summed over resumed runs
+    best_cer: float = math.inf
+    best_step: int = 0
+    evals_without_gain: int = 0
+    blank_evals: int = 0
+    skipped_batches: int = 0
+    infeasible_samples: int = 0
+    finished: bool = False
+
+
+def learning_rate(config: TrainConfig, state: TrainState, total_steps: int) -> float:
+    """Linear warmup, then cosine decay following the step count or the clock, whichever is further."""
+    warmup = min(1.0, (state.step + 1) / max(1, config.warmup_steps))
+    progress = state.step / max(1, total_steps)
+    if config.max_minutes > 0:
+        progress = max(progress, state.elapsed / (60.0 * config.max_minutes))
+    progress = min(1.0, progress)
+    decay = config.final_lr_ratio + (1 - config.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr * warmup * decay
+
+
+def cpu_bf16_supported() -> bool:
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check and check())
+
+
+def model_payload(model: nn.Module, config: Config, vocab: Vocab, features: SpeechFeatures, cmvn, lm: dict | None) -> dict:
+    """Everything inference needs, as tensors and plain data."""
+    return {
+        "task": config.task,
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_config": asdict(config.model),
+        "input_dim": features.dim,
+        "vocab": vocab.to_list(),
+        "features": asdict(features.config),
+        "cmvn": cmvn.state(),
+        "decode": asdict(config.decode),
+        "language_model": lm,
+        "config": config_to_dict(config),
+    }
+
+
+class Trainer:
+    def __init__(self, config: Config, out_dir: Path, context: Context):
+        self.config, self.out_dir, self.context = config, out_dir, context
+        self.metrics_path = out_dir / "metrics.jsonl"
+        self.vocab = Vocab.speech()
+        self.features = SpeechFeatures(config.features)
+        sets = prepare_sets(config, out_dir, self.vocab, self.features, context)
+        self.train_set: SpeechDataset = sets["train"]
+        self.dev_set: SpeechDataset = sets["dev"]
+        self.cmvn, self.lm_sentences = sets["cmvn"], sets["lm_sentences"]
+        self.device = context.device
+        self.model = CTCModel(config.model, self.features.dim, len(self.vocab)).to(self.device)
+        self.ddp_model = (
+            nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            if context.distributed
+            else self.model
+        )
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        self.ctc = nn.CTCLoss(blank=0, reduction="none", zero_infinity=True)
+        self.sampler = BucketBatchSampler(
+            self.train_set.num_frames(),
+            config.data.batch_frames,
+            config.data.max_batch,
+            seed=config.train.seed,
+            sortagrad=config.train.sortagrad,
+            rank=context.rank,
+            world_size=context.world_size,
+        )
+        self.state = TrainState()
+        self.total_steps = len(self.sampler) * config.train.max_epochs
+        self.use_cuda_amp = self.device.type == "cuda"
+        self.use_cpu_bf16 = self.device.type == "cpu" and config.train.bf16 and cpu_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_cuda_amp)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.language_model = None
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def payload(self) -> dict:
+        return model_payload(self.model, self.config, self.vocab, self.features, self.cmvn, self.language_model)
+
+    def save_last(self) -> None:
+        if not self.context.main:
+            return
+        payload = self.payload()
+        payload["train_state"] = {
+            "state": asdict(self.state),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        save_checkpoint(payload, self.out_dir / "last.pt")
+
+    def resume(self) -> bool:
+        path = self.out_dir / "last.pt"
+        if not path.exists():
+            self.log(f"resume: no {path}, starting fresh")
+            return False
+        payload = load_checkpoint(path)
+        self.model.load_state_dict(payload["model_state"])
+        saved = payload["train_state"]
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.sampler.load_state_dict(saved["sampler"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.state = TrainState(**saved["state"])
+        self.log(f"resumed from {path} at step {self.state.step}, epoch {self.sampler.epoch}, batch {self.sampler.position}")
+        return True
+
+    # -- logging ---------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        if self.context.main:
+            tqdm.write(f"[train] {message}", file=sys.stderr)
+
+    def record(self, entry: dict) -> None:
+        if self.context.main:
+            with self.metrics_path.open("a") as stream:
+                stream.write(json.dumps(entry) + "\n")
+
+    # -- one step --------------------------------------------------------------------------
+    def train_step(self, batch: dict) -> tuple[float | None, float]:
+        frames = batch["frames"].to(self.device, non_blocking=True)
+        lengths = batch["lengths"].to(self.device)
+        device_type = self.device.type
+        autocast = torch.autocast(
+            device_type, dtype=torch.float16 if device_type == "cuda" else torch.bfloat16,
+            enabled=self.use_cuda_amp or self.use_cpu_bf16,
+        )
+        with autocast:
+            log_probs, out_lengths = self.ddp_model(frames, lengths)  # (batch, time', vocab)
+        label_lengths = batch["label_lengths"]
+        infeasible = int((out_lengths.cpu() < label_lengths).sum())
+        losses = self.ctc(log_probs.float().transpose(0, 1), batch["labels"].to(self.device), out_lengths, label_lengths.to(self.device))
+        self.state.infeasible_samples += infeasible
+        loss = losses.sum() / frames.shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_norm))
+        if not math.isfinite(norm) or not math.isfinite(float(loss)):
+            self.state.skipped_batches += 1
+            self.log(f"step {self.state.step}: non-finite gradient (norm {norm}), batch skipped")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.update()
+            return None, norm
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss), norm
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate_dev(self) -> bool:
+        """Greedy dev CER; saves best.pt on improvement; returns True when training should stop."""
+        stop = False
+        if self.context.main:
+            self.model.eval()
+            recognizer = Recognizer(self.model, self.vocab, self.features, self.cmvn, self.config.decode, None, str(self.device))
+            result = recognizer.evaluate(self.dev_set.utterances, self.dev_set.audio, kinds=("greedy",))["greedy"]
+            self.model.train()
+            blank = sum(1 for e in result["examples"] if not e["hyp"])
+            all_blank = result["cer"] >= 0.999 or blank == len(result["examples"])
+            self.state.blank_evals = self.state.blank_evals + 1 if all_blank else 0
+            if self.state.blank_evals >= 3:
+                self.log(
+                    f"WARNING: dev output has been all blank for {self.state.blank_evals} evaluations in a row: "
+                    "the model has not started emitting characters (check the learning rate, warmup and data)"
+                )
+            improved = result["cer"] < self.state.best_cer
+            if improved:
+                self.state.best_cer, self.state.best_step = result["cer"], self.state.step
+                self.state.evals_without_gain = 0
+                save_checkpoint(self.payload(), self.out_dir / "best.pt")
+            else:
+                self.state.evals_without_gain += 1
+            self.record({"kind": "eval", "step": self.state.step, "epoch": self.sampler.epoch,
+                         "dev_cer": result["cer"], "dev_wer": result["wer"], "best": improved})
+            self.log(
+                f"step {self.state.step} epoch {self.sampler.epoch}: dev CER {100 * result['cer']:.2f}% "
+                f"WER {100 * result['wer']:.2f}%{' (best)' if improved else ''}  e.g. '{result['examples'][0]['hyp']}'"
+            )
+            stop = self.state.evals_without_gain >= self.config.train.patience
+            if stop:
+                self.log(f"early stop: no dev CER gain in {self.config.train.patience} evaluations")
+        return self.context.broadcast_flag(stop)
+
+    # -- the loop --------------------------------------------------------------------------
+    def out_of_time(self) -> bool:
+        budget = self.config.train.max_minutes
+        return budget > 0 and self.state.elapsed >= 60.0 * budget
+
+    def fit(self) -> None:
+        config = self.config.train
+        self.model.train()
+        loader_args = dict(collate_fn=collate, num_workers=self.config.data.workers, worker_init_fn=worker_init,
+                           prefetch_factor=4 if self.config.data.workers else None)
+        progress = tqdm(total=self.total_steps, initial=self.state.step, disable=not self.context.main,
+                        mininterval=1.0 if sys.stderr.isatty() else 30.0, unit="step", dynamic_ncols=True)
+        window = {"loss": 0.0, "norm": 0.0, "steps": 0, "frames": 0, "wait": 0.0, "start": time.perf_counter()}
+        stop = self.state.finished
+        while not stop and self.sampler.epoch < config.max_epochs:
+            loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=self.sampler, **loader_args)
+            iterator = iter(loader)
+            while True:
+                tick = time.perf_counter()
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    break
+                window["wait"] += time.perf_counter() - tick
+                for group in self.optimizer.param_groups:
+                    group["lr"] = learning_rate(config, self.state, self.total_steps)
+                loss, norm = self.train_step(batch)
+                self.state.step += 1
+                self.state.elapsed += time.perf_counter() - tick
+                progress.update(1)
+                if loss is not None:
+                    window["loss"] += loss
+                    window["norm"] += norm
+                    window["steps"] += 1
+                window["frames"] += int(batch["lengths"].sum())
+                if self.state.step % config.log_every == 0:
+                    self.flush_window(window, progress)
+                if config.eval_every and self.state.step % config.eval_every == 0:
+                    stop = self.evaluate_dev()
+                if self.state.step % config.checkpoint_every == 0:
+                    self.save_last()
+                stop = stop or self.context.broadcast_flag(self.out_of_time())
+                if stop:
+                    break
+            if stop:
+                break
+            self.sampler.next_epoch()
+            if not config.eval_every:
+                stop = self.evaluate_dev()
+        if self.out_of_time():
+            self.log(f"time budget of {config.max_minutes} min reached at step {self.state.step}")
+        if self.state.best_step != self.state.step and not self.state.finished:
+            stop = self.evaluate_dev()
+        self.state.finished = True
+        progress.close()
+        self.save_last()
+
+    def flush_window(self, window: dict, progress: tqdm) -> None:
+        seconds = time.perf_counter() - window["start"]
+        frames = self.context.all_reduce_sum([float(window["frames"])])[0]
+        entry = {
+            "kind": "train",
+            "step": self.state.step,
+            "epoch": self.sampler.epoch,
+            "loss": window["loss"] / max(1, window["steps"]),
+            "grad_norm": window["norm"] / max(1, window["steps"]),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "frames_per_s": frames / max(seconds, 1e-9),
+            "data_wait_share": window["wait"] / max(seconds, 1e-9),
+            "skipped_batches": self.state.skipped_batches,
+            "infeasible_samples": self.state.infeasible_samples,
+        }
+        self.record(entry)
+        progress.set_postfix(loss=f"{entry['loss']:.3f}", fps=f"{entry['frames_per_s']:.0f}", wait=f"{entry['data_wait_share']:.0%}")
+        window.update(loss=0.0, norm=0.0, steps=0, frames=0, wait=0.0, start=time.perf_counter())
+
+
+def final_report(trainer: Trainer, config: Config, out_dir: Path, sets: dict) -> dict:
+    """Evaluate best.pt on every evaluation set with greedy and beam search; write report.json."""
+    recognizer = Recognizer.load(out_dir / "best.pt")
+    report = {"checkpoint": str(out_dir / "best.pt"), "best_step": trainer.state.best_step,
+              "train_steps": trainer.state.step, "train_minutes": trainer.state.elapsed / 60.0, "sets": {}}
+    for name, (utterances, audio) in sets.items():
+        report["sets"][name] = recognizer.evaluate(utterances, audio)
+    report["preflight"] = json.loads((out_dir / "preflight.json").read_text()) if (out_dir / "preflight.json").exists() else {}
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    print(format_table(report))
+    print(format_examples(report))
+    return report
+
+
+def train(config: Config, out_dir: str | Path, resume: bool = False) -> dict | None:
+    """Train per `config` into `out_dir`; returns the evaluation report (on rank 0)."""
+    out_dir = Path(out_dir)
+    context = init_distributed()
+    try:
+        torch.manual_seed(config.train.seed + context.rank)
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        if context.main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            prepare_corpus(config.data)
+            if not resume:
+                for name in ("metrics.jsonl", "last.pt", "best.pt", "report.json"):
+                    (out_dir / name).unlink(missing_ok=True)
+        context.barrier()
+        trainer = Trainer(config, out_dir, context)
+        if resume:
+            trainer.resume()
+        if context.main:
+            trainer.language_model = language_model_assets(trainer, out_dir)
+            (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+            trainer.log(f"{len(trainer.train_set)} training utterances, {len(trainer.sampler)} batches per epoch, "
+                        f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f}M parameters, "
+                        f"device {context.device}{', bf16 autocast' if trainer.use_cpu_bf16 else ''}"
+                        f"{', AMP' if trainer.use_cuda_amp else ''}, {context.world_size} process(es)")
+        trainer.fit()
+        report = None
+        if context.main:
+            plot_curves(trainer.metrics_path, out_dir / "curves.png")
+            eval_sets = prepare_eval_sets(trainer, config)
+            report = final_report(trainer, config, out_dir, eval_sets)
+        context.barrier()
+        return report
+    finally:
+        shutdown(context)
+
+
+def language_model_assets(trainer: Trainer, out_dir: Path) -> dict:
+    """Lexicon and word n-gram LM from the training text, kept inside the checkpoint as text."""
+    paths = prepare_language_model(trainer.lm_sentences, trainer.vocab, out_dir / "lm", trainer.config.decode.lm_order)
+    return {"lexicon": Path(paths["lexicon"]).read_text(), "arpa": Path(paths["lm"]).read_text()}
+
+
+def prepare_eval_sets(trainer: Trainer, config: Config) -> dict:
+    from recog.data.sets import load_eval_set
+
+    return {Path(name).stem: load_eval_set(config, name, trainer.out_dir, trainer.vocab, trainer.features)
+            for name in config.data.eval_sets}
