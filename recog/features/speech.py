@@ -173,8 +173,7 @@ class CMVN:
 
     @classmethod
     def fit(cls, mode: str, utterances: list[torch.Tensor]) -> CMVN:
-        if mode != "global":
-            return cls(mode)
+        """Global statistics are always computed and saved; `mode` decides which normalisation applies."""
         count, total, squares = 0, 0.0, 0.0
         for frames in utterances:
             frames = frames.double()
