@@ -1,0 +1,385 @@
+"""The TTS voice catalogue (espeak-ng, festival, flite), its train/dev/test split, and synthesis.
+
+Reserved voices (flite/festival `slt` and `awb`, MBROLA `us1` and `en1`) are held out for the
+project's external evaluation: `Voice` refuses to represent them, so no code path can use them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from glob import glob
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+SAMPLE_RATE = 16_000
+ENGINES = ("espeak", "festival", "flite")
+ENGINE_TIMEOUT_S = 60
+
+# Held out for external evaluation; substrings of a lowercased engine voice name.
+RESERVED_NAME_PARTS = ("slt", "awb", "us1", "en1", "mbrola", "mb-")
+RESERVED_NAMES = frozenset({"en-uk"})  # espeak-ng's alias for MBROLA en1
+
+# espeak-ng variants left out of the catalogue: whispers are barely intelligible, `fast` is a
+# speed-limit test rather than a voice, and names with spaces cannot be written as `accent+variant`.
+UNUSABLE_ESPEAK_VARIANTS = frozenset({"whisper", "whisperf", "fast"})
+
+# espeak-ng English accents (voices in its `gmw/` folder), by the language code `-v` takes.
+ESPEAK_ACCENTS = (
+    "en-gb",
+    "en-us",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
+# Variants held out of training completely, so dev and test voices are unseen speakers.
+TEST_ESPEAK_VARIANTS = ("m3", "f3")
+DEV_ESPEAK_VARIANTS = ("m5", "f4")
+
+INSTALL_HINTS = {
+    "espeak": "apt-get install espeak-ng",
+    "flite": "apt-get install flite",
+    "festival": "apt-get install festival",
+    "festival:kal_diphone": "apt-get install festival festvox-kallpc16k",
+    "festival:ked_diphone": "apt-get install festival festvox-kdlpc16k",
+}
+DEFAULT_PARAMS: dict[str, dict[str, tuple[float, float]]] = {
+    "espeak": {"speed_wpm": (130.0, 200.0), "pitch": (20.0, 80.0)},
+    "festival": {"duration_stretch": (0.9, 1.15)},
+    "flite": {"duration_stretch": (0.9, 1.15)},
+}
+
+
+class VoiceError(RuntimeError):
+    """A voice is reserved, unknown, or its engine is not installed."""
+
+
+class SynthesisError(RuntimeError):
+    """An engine failed on one utterance (the corpus builder logs and skips these)."""
+
+
+def is_reserved(engine: str, name: str) -> bool:
+    """True for voices held out for external evaluation (slt, awb, MBROLA us1/en1), any engine."""
+    lowered = name.lower()
+    return (
+        engine.lower() == "mbrola"
+        or lowered in RESERVED_NAMES
+        or any(p in lowered for p in RESERVED_NAME_PARTS)
+    )
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One synthetic speaker; `params` are the per-utterance random ranges (speed, pitch, stretch)."""
+
+    engine: str
+    name: str
+    params: Mapping[str, tuple[float, float]] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if is_reserved(self.engine, self.name):
+            raise VoiceError(f"voice {self.id} is reserved for external evaluation and must not be used")
+        if self.engine not in ENGINES:
+            raise VoiceError(f"unknown TTS engine {self.engine!r} in voice {self.id}: use one of {ENGINES}")
+        if not self.params:
+            object.__setattr__(self, "params", dict(DEFAULT_PARAMS[self.engine]))
+
+    @property
+    def id(self) -> str:
+        """Stable string id, e.g. `espeak:en-us+m3`, `festival:kal_diphone`, `flite:kal16`."""
+        return f"{self.engine}:{self.name}"
+
+    @classmethod
+    def from_id(cls, voice_id: str) -> Voice:
+        """Inverse of `id`."""
+        engine, sep, name = voice_id.partition(":")
+        if not sep or not name:
+            raise VoiceError(f"bad voice id {voice_id!r}: expected ENGINE:NAME, e.g. flite:kal16")
+        return cls(engine, name)
+
+
+def espeak_voice(accent: str, variant: str | None = None) -> Voice:
+    """An espeak-ng accent, optionally with a variant: `espeak_voice('en-us', 'm3')` is `espeak:en-us+m3`."""
+    return Voice("espeak", f"{accent}+{variant}" if variant else accent)
+
+
+# ---------------------------------------------------------------- what is installed
+def _command_output(command: Sequence[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=ENGINE_TIMEOUT_S).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+@functools.cache
+def installed_espeak_accents() -> frozenset[str]:
+    """Language codes of espeak-ng's own English voices (MBROLA ones excluded)."""
+    rows = [line.split() for line in _command_output(["espeak-ng", "--voices=en"]).splitlines()[1:]]
+    return frozenset(row[1] for row in rows if len(row) >= 5 and row[4].startswith("gmw/"))
+
+
+@functools.cache
+def installed_espeak_variants() -> frozenset[str]:
+    """File names of espeak-ng variants (what goes after `+`), e.g. m3, f2, klatt, Storm."""
+    names = set()
+    for line in _command_output(["espeak-ng", "--voices=variant"]).splitlines()[1:]:
+        match = re.search(r"!v/(\S+)\s*(\(|$)", line)
+        if match:
+            names.add(match.group(1))
+    return frozenset(names)
+
+
+@functools.cache
+def installed_flite_voices() -> frozenset[str]:
+    """Voices compiled into flite (`flite -lv`)."""
+    text = _command_output(["flite", "-lv"])
+    return frozenset(text.split(":", 1)[1].split()) if ":" in text else frozenset()
+
+
+@functools.cache
+def installed_festival_voices() -> frozenset[str]:
+    """Festival voice folders found under the standard Debian voice path."""
+    return frozenset(
+        Path(path).name for path in glob("/usr/share/festival/voices/*/*") if Path(path).is_dir()
+    )
+
+
+def usable_espeak_variants() -> list[str]:
+    """Installed espeak-ng variants worth training on (no whispers, no names with spaces), sorted."""
+    return sorted(
+        name
+        for name in installed_espeak_variants()
+        if name not in UNUSABLE_ESPEAK_VARIANTS and " " not in name and not is_reserved("espeak", name)
+    )
+
+
+def missing_reason(voice: Voice) -> str | None:
+    """None when `voice` can be synthesised here, else one line saying what to install."""
+    hint = INSTALL_HINTS.get(voice.id, INSTALL_HINTS[voice.engine])
+    if voice.engine == "espeak":
+        if shutil.which("espeak-ng") is None:
+            return f"espeak-ng not found on PATH: {hint}"
+        accent, _, variant = voice.name.partition("+")
+        if accent not in installed_espeak_accents():
+            return f"espeak-ng accent {accent!r} not available (espeak-ng --voices=en): {hint}"
+        if variant and variant not in installed_espeak_variants():
+            return f"espeak-ng variant {variant!r} not available (espeak-ng --voices=variant): {hint}"
+    elif voice.engine == "flite":
+        if shutil.which("flite") is None:
+            return f"flite not found on PATH: {hint}"
+        if voice.name not in installed_flite_voices():
+            return f"flite voice {voice.name!r} not available: {hint}"
+    elif voice.engine == "festival":
+        if shutil.which("festival") is None:
+            return f"festival not found on PATH: {hint}"
+        if voice.name not in installed_festival_voices():
+            return f"festival voice {voice.name!r} not available: {hint}"
+    return None
+
+
+def check_available(voices: Sequence[Voice]) -> None:
+    """Raise one VoiceError listing every voice that cannot be synthesised here."""
+    problems = sorted({reason for voice in voices if (reason := missing_reason(voice))})
+    if problems:
+        raise VoiceError("; ".join(problems))
+
+
+# ---------------------------------------------------------------- the split
+@dataclass(frozen=True)
+class VoiceSplit:
+    """Which voices speak which split; dev and test voices are never heard in training."""
+
+    train_espeak_accents: tuple[str, ...]
+    train_espeak_variants: tuple[str, ...]  # "" is the accent's own default voice
+    train_other: tuple[Voice, ...]
+    train_other_share: float  # fraction of train utterances spoken by train_other
+    dev: tuple[Voice, ...]
+    test: tuple[Voice, ...]
+
+    def train_voices(self) -> list[Voice]:
+        """Every train voice: all accent x variant combos, then the non-espeak ones."""
+        combos = [
+            espeak_voice(a, v or None) for a in self.train_espeak_accents for v in self.train_espeak_variants
+        ]
+        return combos + list(self.train_other)
+
+    def pick_train_voice(self, rng: np.random.Generator) -> Voice:
+        """Draw one train voice: non-espeak with probability train_other_share, else a random combo."""
+        if rng.random() < self.train_other_share:
+            return self.train_other[rng.integers(len(self.train_other))]
+        accent = self.train_espeak_accents[rng.integers(len(self.train_espeak_accents))]
+        variant = self.train_espeak_variants[rng.integers(len(self.train_espeak_variants))]
+        return espeak_voice(accent, variant or None)
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain-data description for corpus.json."""
+        return {
+            "train": {
+                "espeak_accents": list(self.train_espeak_accents),
+                "espeak_variants": [v or "(default)" for v in self.train_espeak_variants],
+                "other": [v.id for v in self.train_other],
+                "other_share": self.train_other_share,
+            },
+            "dev": [v.id for v in self.dev],
+            "test": [v.id for v in self.test],
+        }
+
+
+def default_voice_split(train_other_share: float = 0.38) -> VoiceSplit:
+    """The corpus's voice split; raises VoiceError naming what to install if a voice is missing."""
+    test = (Voice("flite", "rms"), espeak_voice("en-us", "m3"), espeak_voice("en-gb-x-rp", "f3"))
+    # flite `kal` is the 8 kHz Kal diphone voice: same speaker as festival/flite kal16 in train, but
+    # a narrow-band channel never seen in training, and dev's only non-espeak voice.
+    dev = (Voice("flite", "kal"), espeak_voice("en-gb-scotland", "m5"), espeak_voice("en-029", "f4"))
+    train_other = (
+        Voice("festival", "kal_diphone"),
+        Voice("festival", "ked_diphone"),
+        Voice("flite", "kal16"),
+    )
+    check_available(list(test) + list(dev) + list(train_other) + [espeak_voice("en-us")])
+    held_out = set(TEST_ESPEAK_VARIANTS) | set(DEV_ESPEAK_VARIANTS)
+    variants = ("",) + tuple(v for v in usable_espeak_variants() if v not in held_out)
+    accents = tuple(a for a in ESPEAK_ACCENTS if a in installed_espeak_accents())
+    return VoiceSplit(accents, variants, train_other, train_other_share, dev, test)
+
+
+# ---------------------------------------------------------------- synthesis
+class FestivalSession:
+    """One long-lived `festival --pipe` per process: starting festival costs ~0.25 s, an utterance ~0.03 s."""
+
+    _MARKER = "RECOG-UTTERANCE-DONE"
+    _current: FestivalSession | None = None
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.process = subprocess.Popen(
+            ["festival", "--pipe"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    @classmethod
+    def for_this_process(cls) -> FestivalSession:
+        """The session of the calling process (a forked worker never reuses its parent's)."""
+        session = cls._current
+        if session is None or session.pid != os.getpid() or session.process.poll() is not None:
+            session = cls._current = cls()
+        return session
+
+    def say(self, voice_name: str, text: str, stretch: float, wav_path: str) -> None:
+        """Synthesise into wav_path; festival's error messages become a SynthesisError."""
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        commands = (
+            f"(voice_{voice_name})\n(Parameter.set 'Duration_Stretch {stretch:.3f})\n"
+            f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) "{wav_path}" \'riff)\n'
+            f'(format stderr "{self._MARKER}\\n")\n'
+        )
+        try:
+            self.process.stdin.write(commands.encode())
+            self.process.stdin.flush()
+            messages = self._read_until_marker()
+        except (OSError, SynthesisError):
+            self.process.kill()
+            raise
+        if "ERROR" in messages:
+            raise SynthesisError(f"festival:{voice_name}: {messages.strip()[:200]}")
+
+    def _read_until_marker(self) -> str:
+        output = b""
+        deadline = time.monotonic() + ENGINE_TIMEOUT_S
+        stderr = self.process.stderr.fileno()
+        while self._MARKER.encode() not in output:
+            ready, _, _ = select.select([stderr], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise SynthesisError(f"festival: no answer after {ENGINE_TIMEOUT_S} s")
+            chunk = os.read(stderr, 65536)
+            if not chunk:
+                raise SynthesisError(f"festival exited: {output.decode(errors='replace').strip()[:200]}")
+            output += chunk
+        return output.decode(errors="replace").replace(self._MARKER, "")
+
+
+def _engine_command(voice: Voice, text: str, wav_path: str, rng: np.random.Generator) -> list[str]:
+    """Command line that makes an espeak-ng or flite voice say `text` into wav_path."""
+    if voice.engine == "espeak":
+        speed = int(rng.uniform(*voice.params["speed_wpm"]))
+        pitch = int(rng.uniform(*voice.params["pitch"]))
+        return ["espeak-ng", "-v", voice.name, "-s", str(speed), "-p", str(pitch), "-w", wav_path, text]
+    stretch = float(rng.uniform(*voice.params["duration_stretch"]))
+    return [
+        "flite",
+        "-voice",
+        voice.name,
+        "--setf",
+        f"duration_stretch={stretch:.3f}",
+        "-t",
+        text,
+        "-o",
+        wav_path,
+    ]
+
+
+def _run_engine(voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Run the engine into a temporary WAV and read it back: (float32 samples, sample rate)."""
+    handle, wav_path = tempfile.mkstemp(prefix="recog-tts-", suffix=".wav")
+    os.close(handle)
+    try:
+        if voice.engine == "festival":
+            stretch = float(rng.uniform(*voice.params["duration_stretch"]))
+            FestivalSession.for_this_process().say(voice.name, text, stretch, wav_path)
+        else:
+            command = _engine_command(voice, text, wav_path, rng)
+            try:
+                result = subprocess.run(command, capture_output=True, text=True, timeout=ENGINE_TIMEOUT_S)
+            except subprocess.TimeoutExpired as error:
+                raise SynthesisError(f"{voice.id}: timed out after {ENGINE_TIMEOUT_S} s") from error
+            if result.returncode != 0:
+                raise SynthesisError(f"{voice.id}: exit {result.returncode}: {result.stderr.strip()[:200]}")
+        try:
+            samples, rate = soundfile.read(wav_path, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError) as error:
+            raise SynthesisError(f"{voice.id}: unreadable output ({error})") from error
+        return samples.mean(axis=1), rate
+    finally:
+        os.unlink(wav_path)
+
+
+def trim_silence(audio: np.ndarray, rng: np.random.Generator, threshold_db: float = -40.0) -> np.ndarray:
+    """Leave 0.1-0.2 s before and after the speech (10 ms frames above threshold_db of the loudest).
+
+    Engines that start speaking at once get the missing lead-in as digital silence, like their own pauses.
+    """
+    frame = SAMPLE_RATE // 100
+    frames = len(audio) // frame
+    if frames == 0:
+        return audio
+    energy = np.sqrt(np.mean(audio[: frames * frame].reshape(frames, frame) ** 2, axis=1)) + 1e-10
+    loud = np.flatnonzero(20 * np.log10(energy / energy.max()) > threshold_db)
+    first, last = loud[0] * frame, (loud[-1] + 1) * frame
+    lead, tail = (int(rng.uniform(0.1, 0.2) * SAMPLE_RATE) for _ in range(2))
+    speech = audio[max(0, first - lead) : last + tail]
+    return np.pad(speech, (max(0, lead - first), max(0, last + tail - len(audio))))
+
+
+def synthesize(voice: Voice, text: str, rng: np.random.Generator) -> np.ndarray:
+    """Speak `text` with `voice`: float32 mono 16 kHz, silence trimmed, peak at a random gain."""
+    audio, rate = _run_engine(voice, text, rng)
+    if rate != SAMPLE_RATE:
+        audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak < 1e-4 or len(audio) < SAMPLE_RATE // 10:
+        raise SynthesisError(f"{voice.id}: engine produced silence for {text!r}")
+    audio = trim_silence(audio, rng)
+    return (audio * (rng.uniform(0.3, 0.95) / peak)).astype(np.float32)
