@@ -32,7 +32,7 @@ from tqdm import tqdm
 from pipelines.text import SentenceSplit, load_fortune_sentences, split_sentences_for_corpus
 from pipelines.voices import SAMPLE_RATE, SynthesisError, Voice, VoiceSplit, default_voice_split, synthesize
 
-GENERATOR_VERSION = 1  # bump when a change to text, voices or synthesis should invalidate cached corpora
+GENERATOR_VERSION = 2  # bump when a change to text, voices or synthesis should invalidate cached corpora
 SPLITS = ("train", "dev", "test")
 SAMPLES_PER_SHARD = 1000
 _SPLIT_SEED_TAG = {"train": 1, "dev": 2, "test": 3}
@@ -54,7 +54,7 @@ PRESETS = {
     "tiny": Preset(
         min_words=3, max_words=8, dev_sentences=10, test_sentences=10, hours=None, train_utterances=40
     ),
-    "default": Preset(min_words=3, max_words=25, dev_sentences=300, test_sentences=450, hours=5.0),
+    "default": Preset(min_words=3, max_words=25, dev_sentences=300, test_sentences=450, hours=8.0),
 }
 
 
@@ -349,6 +349,8 @@ def build_corpus(
         wall_seconds = time.perf_counter() - started
         summary = _summarise(parameters, voice_split, writers, text_split, wall_seconds, workers)
         (partial / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # Every train-pool sentence (never a dev or test one): text for the lexicon and word LM.
+        (partial / "lm-text.txt").write_text("\n".join(text_split.train) + "\n")
         (partial / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
         _replace_dir(partial, out_dir)
     except BaseException:
