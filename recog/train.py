@@ -38,6 +38,7 @@ class TrainState:
     blank_evals: int = 0
     skipped_batches: int = 0
     infeasible_samples: int = 0
+    last_eval_step: int = -1  # kept on every rank (best_* is only updated on rank 0)
     finished: bool = False
 
 
@@ -173,7 +174,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_norm))
-        if not math.isfinite(norm) or not math.isfinite(float(loss)):
+        if not math.isfinite(norm) or not math.isfinite(float(loss.detach())):
             self.state.skipped_batches += 1
             self.log(f"step {self.state.step}: non-finite gradient (norm {norm}), batch skipped")
             self.optimizer.zero_grad(set_to_none=True)
@@ -187,6 +188,7 @@ class Trainer:
     def evaluate_dev(self) -> bool:
         """Greedy dev CER; saves best.pt on improvement; returns True when training should stop."""
         stop = False
+        self.state.last_eval_step = self.state.step
         if self.context.main:
             self.model.eval()
             recognizer = Recognizer(self.model, self.vocab, self.features, self.cmvn, self.config.decode, None, str(self.device))
@@ -269,8 +271,8 @@ class Trainer:
                 stop = self.evaluate_dev()
         if self.out_of_time():
             self.log(f"time budget of {config.max_minutes} min reached at step {self.state.step}")
-        if self.state.best_step != self.state.step and not self.state.finished:
-            stop = self.evaluate_dev()
+        if self.state.last_eval_step != self.state.step and not self.state.finished:
+            self.evaluate_dev()
         self.state.finished = True
         progress.close()
         self.save_last()
