@@ -1,0 +1,143 @@
+"""The recurrent CTC model: padded batches equal packed sequences, cells, lengths, and overfitting real speech."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from recog.config import FeatureConfig, ModelConfig
+from recog.decode.greedy import GreedyDecoder
+from recog.features.speech import CMVN, SpeechFeatures
+from recog.metrics import cer
+from recog.model import CELLS, BidirectionalLayer, CTCModel, reverse_within_length, stack_frames
+from recog.vocab import Vocab
+
+
+def padded_batch(lengths: list[int], feat: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randn(len(lengths), max(lengths), feat, generator=generator)  # (batch, time, feat)
+    for row, length in enumerate(lengths):
+        frames[row, length:] = 99.0  # loud garbage in the padding: must not leak into the outputs
+    return frames, torch.tensor(lengths)
+
+
+def test_reverse_within_length_keeps_padding_in_place():
+    sequences = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    reversed_ = reverse_within_length(sequences, torch.tensor([3, 2]))
+    assert reversed_.tolist() == [[3, 2, 1, 0], [5, 4, 0, 0]]
+    assert torch.equal(reverse_within_length(reversed_, torch.tensor([3, 2])), sequences)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_padded_bidirectional_layer_equals_packed_sequences(cell):
+    torch.manual_seed(0)
+    layer = BidirectionalLayer(cell, 5, 7).eval()
+    lengths = [9, 6, 1, 4]
+    frames, length_tensor = padded_batch(lengths, 5)
+    with torch.no_grad():
+        outputs = layer(frames, length_tensor)  # (batch, time, 2 * hidden)
+
+        # reference 1: PyTorch's own bidirectional RNN on packed sequences, with the same weights
+        reference = CELLS[cell](5, 7, batch_first=True, bidirectional=True)
+        for name, value in layer.forward_rnn.named_parameters():
+            getattr(reference, name).copy_(value)
+        for name, value in layer.backward_rnn.named_parameters():
+            getattr(reference, name + "_reverse").copy_(value)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            frames, length_tensor, batch_first=True, enforce_sorted=False
+        )
+        packed_out, _ = reference(packed)
+        expected, _ = nn.utils.rnn.pad_packed_sequence(
+            packed_out, batch_first=True, total_length=max(lengths)
+        )
+
+        # reference 2: each sequence on its own, without any padding
+        for row, length in enumerate(lengths):
+            alone = layer(frames[row : row + 1, :length], torch.tensor([length]))[0]
+            torch.testing.assert_close(outputs[row, :length], alone, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(outputs[row, :length], expected[row, :length], atol=1e-5, rtol=1e-4)
+    assert outputs.shape == (4, 9, 14)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_model_output_shapes_and_lengths(cell):
+    config = ModelConfig(cell=cell, hidden=8, layers=2, dropout=0.0, stack=3)
+    model = CTCModel(config, input_dim=6, vocab_size=29).eval()
+    lengths = [31, 17, 3]
+    frames, length_tensor = padded_batch(lengths, 6)
+    with torch.no_grad():
+        log_probs, out_lengths = model(frames, length_tensor)
+    assert log_probs.shape == (3, 31 // 3, 29)
+    assert out_lengths.tolist() == [31 // 3, 17 // 3, 3 // 3]
+    assert torch.equal(model.output_lengths(length_tensor), out_lengths)
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(3, 10))
+    # the valid part of each row does not depend on the padding or the batch it is in
+    with torch.no_grad():
+        for row, length in enumerate(lengths):
+            alone, _ = model(frames[row : row + 1, :length], torch.tensor([length]))
+            torch.testing.assert_close(log_probs[row, : length // 3], alone[0], atol=1e-5, rtol=1e-4)
+    # a recurrent cell of the named kind is actually used
+    assert isinstance(model.layers[0].forward_rnn, CELLS[cell])
+    assert model.layers[0].forward_rnn.input_size == 6 * 3
+    assert model.layers[1].forward_rnn.input_size == 2 * 8
+
+
+def test_unknown_cell_is_refused():
+    with pytest.raises(ValueError, match=r"model.cell.*'transformer'"):
+        CTCModel(ModelConfig(cell="transformer", hidden=4, layers=1), input_dim=3, vocab_size=5)
+
+
+def test_stack_frames_concatenates_neighbours():
+    frames = torch.arange(2 * 7 * 2, dtype=torch.float32).reshape(2, 7, 2)
+    stacked, lengths = stack_frames(frames, torch.tensor([7, 5]), 3)
+    assert stacked.shape == (2, 2, 6)
+    assert lengths.tolist() == [2, 1]
+    assert stacked[0, 1].tolist() == frames[0, 3:6].reshape(-1).tolist()
+    same, same_lengths = stack_frames(frames, torch.tensor([7, 5]), 1)
+    assert same is frames and same_lengths.tolist() == [7, 5]
+
+
+OVERFIT_TEXTS = ["open the door", "a big red fish", "good morning", "she sells shells", "seven black cats"]
+
+
+def test_ctc_model_overfits_five_real_utterances_to_zero_cer(speak):
+    torch.manual_seed(0)
+    vocab = Vocab.speech()
+    features = SpeechFeatures(FeatureConfig())
+    utterances = [features(speak(text)) for text in OVERFIT_TEXTS]
+    cmvn = CMVN.fit("global", utterances)
+    frames = [cmvn(item) for item in utterances]
+    lengths = torch.tensor([item.shape[0] for item in frames])
+    padded = nn.utils.rnn.pad_sequence(frames, batch_first=True)  # (batch, time, feat)
+    labels = torch.cat([torch.tensor(vocab.encode(text)) for text in OVERFIT_TEXTS])
+    label_lengths = torch.tensor([len(text) for text in OVERFIT_TEXTS])
+
+    model = CTCModel(ModelConfig(hidden=64, layers=2, dropout=0.0, stack=3), features.dim, len(vocab))
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    decoder = GreedyDecoder(vocab)
+
+    def transcribe() -> list[str]:
+        model.eval()
+        with torch.no_grad():
+            hypotheses = [t.text for t in decoder(*model(padded, lengths))]
+        model.train()
+        return hypotheses
+
+    assert cer(OVERFIT_TEXTS, transcribe()) > 0.5  # untrained: nowhere near
+    hypotheses, first_loss = [], None
+    for step in range(1, 401):
+        log_probs, out_lengths = model(padded, lengths)
+        loss = ctc(log_probs.transpose(0, 1), labels, out_lengths, label_lengths)
+        first_loss = first_loss if first_loss is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        if step % 20 == 0:
+            hypotheses = transcribe()
+            if cer(OVERFIT_TEXTS, hypotheses) == 0.0:
+                break
+    assert hypotheses == OVERFIT_TEXTS, f"after {step} steps (loss {float(loss):.3f} from {first_loss:.3f})"
+    assert loss.item() < 0.2 * first_loss
