@@ -42,6 +42,8 @@ def read_audio(source: str | Path | bytes, target_rate: int = 16000, name: str |
     """Decode a file path or encoded bytes (anything libsndfile reads) to mono float32 at `target_rate`."""
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    if not isinstance(source, bytes) and not Path(source).exists():
+        raise AudioError(f"{label}: file not found")
     try:
         samples, rate = soundfile.read(handle, dtype="float32", always_2d=True)
     except FileNotFoundError:

@@ -103,6 +103,7 @@ class Trainer:
             world_size=context.world_size,
         )
         self.state = TrainState()
+        self.epoch_position = 0  # batches trained in the current epoch
         self.total_steps = len(self.sampler) * config.train.max_epochs
         self.use_cuda_amp = self.device.type == "cuda"
         self.use_cpu_bf16 = self.device.type == "cpu" and config.train.bf16 and cpu_bf16_supported()
@@ -123,7 +124,8 @@ class Trainer:
             "state": asdict(self.state),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict(),
+            # The loader draws batches ahead of training: save the position of the last trained batch.
+            "sampler": {"epoch": self.sampler.epoch, "position": self.epoch_position},
             "torch_rng": torch.get_rng_state(),
         }
         save_checkpoint(payload, self.out_dir / "last.pt")
@@ -141,6 +143,7 @@ class Trainer:
         self.sampler.load_state_dict(saved["sampler"])
         torch.set_rng_state(saved["torch_rng"])
         self.state = TrainState(**saved["state"])
+        self.epoch_position = self.sampler.position
         self.log(f"resumed from {path} at step {self.state.step}, epoch {self.sampler.epoch}, batch {self.sampler.position}")
         return True
 
@@ -248,6 +251,7 @@ class Trainer:
                     group["lr"] = learning_rate(config, self.state, self.total_steps)
                 loss, norm = self.train_step(batch)
                 self.state.step += 1
+                self.epoch_position += 1
                 self.state.elapsed += time.perf_counter() - tick
                 progress.update(1)
                 if loss is not None:
@@ -267,6 +271,7 @@ class Trainer:
             if stop:
                 break
             self.sampler.next_epoch()
+            self.epoch_position = 0
             if not config.eval_every:
                 stop = self.evaluate_dev()
         if self.out_of_time():

@@ -57,12 +57,6 @@ def test_unusable_audio_is_refused_with_the_file_and_reason(tmp_path):
     assert str(broken) in str(error.value)
 
 
-@pytest.mark.xfail(
-    reason="recog/audio.py read_audio expects FileNotFoundError, but soundfile raises LibsndfileError "
-    "('System error') for a missing path, so the 'file not found' branch never runs and the message is "
-    "'not a readable audio file (soundfile: Error opening ...: System error.)'",
-    strict=True,
-)
 def test_a_missing_file_says_file_not_found(tmp_path):
     missing = tmp_path / "missing.wav"
     with pytest.raises(AudioError) as error:

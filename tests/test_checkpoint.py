@@ -138,13 +138,6 @@ def test_wrong_version_is_named(tmp_path):
     assert f"reads {VERSION}" in message
 
 
-@pytest.mark.xfail(
-    reason="recog/checkpoint.py load_checkpoint catches only RuntimeError/EOFError/OSError/ValueError and "
-    "UnpicklingError; torch's weights-only unpickler raises IndexError ('pop from empty list') on a WAV file "
-    "or a text file starting with 't', and KeyError on one starting with 'h', so `recog transcribe --model "
-    "speech.wav` ends in a traceback instead of a CheckpointError naming the file",
-    strict=True,
-)
 def test_audio_or_text_passed_as_a_checkpoint_gives_a_checkpoint_error(tmp_path):
     import numpy as np
     import soundfile

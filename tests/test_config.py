@@ -63,12 +63,6 @@ def test_set_overrides_win_over_the_file_and_are_typed(tmp_path):
     assert load_config(None, ["model.hidden=8"]).model.hidden == 8
 
 
-@pytest.mark.xfail(
-    reason="recog/config.py: YAML 1.1 (yaml.safe_load) reads '1e-3' (no dot) as a string, so the "
-    "`--set train.lr=1e-3` example from `recog train --help` and `lr: 1e-3` in a YAML file are refused "
-    "with 'train.lr: expected float, got '1e-3''",
-    strict=True,
-)
 def test_scientific_notation_without_a_dot_is_a_float(tmp_path):
     assert load_config(None, ["train.lr=1e-3"]).train.lr == pytest.approx(1e-3)
     assert load_config(write(tmp_path, "train:\n  weight_decay: 1e-2\n")).train.weight_decay == pytest.approx(

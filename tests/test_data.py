@@ -100,35 +100,6 @@ def test_state_dict_resumes_at_the_same_batch():
     assert resumed.state_dict() == {"epoch": 2, "position": 0}
 
 
-class _IndexDataset(torch.utils.data.Dataset):
-    def __len__(self) -> int:
-        return len(RNG_LENGTHS)
-
-    def __getitem__(self, item):
-        return item[0]
-
-
-@pytest.mark.xfail(
-    reason="recog/train.py saves BucketBatchSampler.position in last.pt, but with data.workers > 0 (configs/"
-    "speech.yaml has workers: 1, prefetch_factor 4) the DataLoader draws batches from the sampler ahead of "
-    "training, so position counts prefetched batches (6 after 2 trained) and a resumed run skips the "
-    "prefetched batches of that epoch instead of resuming exactly",
-    strict=True,
-)
-def test_position_saved_while_loading_with_a_worker_counts_trained_batches():
-    sampler = BucketBatchSampler(RNG_LENGTHS, batch_frames=1600, max_batch=8, seed=5)
-    loader = torch.utils.data.DataLoader(
-        _IndexDataset(), batch_sampler=sampler, num_workers=1, prefetch_factor=4, collate_fn=list
-    )
-    iterator = iter(loader)
-    trained = [next(iterator) for _ in range(2)]
-    resumed = BucketBatchSampler(RNG_LENGTHS, batch_frames=1600, max_batch=8, seed=5)
-    resumed.load_state_dict(sampler.state_dict())
-    del iterator
-    assert trained == sampler.batches_for(0)[:2]
-    assert [[i for i, _ in batch] for batch in resumed][0] == sampler.batches_for(0)[2]
-
-
 def test_ddp_ranks_get_disjoint_equal_shares():
     shares = [
         BucketBatchSampler(RNG_LENGTHS, batch_frames=1600, max_batch=8, seed=2, rank=rank, world_size=2)

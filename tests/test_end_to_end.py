@@ -105,6 +105,8 @@ def test_kill_minus_nine_then_resume_continues_where_it_stopped(tiny_corpus, tmp
     epochs = 2 * EPOCHS  # enough steps to be killed between two checkpoints even with one batch per epoch
     args = ["train", TINY, "--out", str(out), *overrides(tiny_corpus, "train.checkpoint_every=4")]
     args += ["--set", f"train.max_epochs={epochs}"]
+    # a loader worker draws batches ahead of training: the saved position must count trained batches only
+    args += ["--set", "data.workers=1", "--set", "data.batch_frames=2500"]
     log = (tmp_path / "first.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "recog.cli", *args], cwd=REPO, env=subprocess_env(), stdout=log, stderr=log
