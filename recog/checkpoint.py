@@ -45,7 +45,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
         raise CheckpointError(f"{path}: refused to load, not plain tensors and data ({first_line})") from None
-    except Exception as error:  # torch's loader raises many types (IndexError, KeyError, ...) on foreign files
+    except (
+        Exception
+    ) as error:  # torch's loader raises many types (IndexError, KeyError, ...) on foreign files
         raise CheckpointError(f"{path}: not a recog checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a recog checkpoint (no '{FORMAT}' marker)")

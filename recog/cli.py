@@ -39,7 +39,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"skipped {problem.source}: {problem.reason}", file=sys.stderr)
         kinds = ("greedy", "beam") if args.decoder == "both" else (args.decoder,)
-        report["sets"][Path(manifest).stem] = recognizer.evaluate(kept, audio, kinds=kinds, group_by=args.group_by)
+        report["sets"][Path(manifest).stem] = recognizer.evaluate(
+            kept, audio, kinds=kinds, group_by=args.group_by
+        )
     print(format_table(report))
     print(format_examples(report))
     if args.output:
@@ -61,7 +63,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             samples = read_audio(path, rate)
             log_probs = recognizer.log_probs([samples])
             transcript = recognizer.decode(log_probs, "beam" if args.beam else "greedy")[0]
-            entry.update(text=transcript.text, words=transcript.as_dict()["words"], duration=len(samples) / rate)
+            entry.update(
+                text=transcript.text, words=transcript.as_dict()["words"], duration=len(samples) / rate
+            )
         except AudioError as error:
             entry["error"] = str(error)
             failures += 1
@@ -84,13 +88,19 @@ def cmd_lm_build(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recog", description="Speech and handwriting recognition with recurrent CTC models")
+    parser = argparse.ArgumentParser(
+        prog="recog", description="Speech and handwriting recognition with recurrent CTC models"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model from a YAML config")
     train.add_argument("config", help="YAML config, e.g. configs/speech.yaml")
-    train.add_argument("--out", required=True, help="run folder: best.pt, last.pt, metrics.jsonl, report.json, curves.png")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3")
+    train.add_argument(
+        "--out", required=True, help="run folder: best.pt, last.pt, metrics.jsonl, report.json, curves.png"
+    )
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3"
+    )
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.set_defaults(func=cmd_train)
 
@@ -105,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe = commands.add_parser("transcribe", help="transcribe audio files to JSONL")
     transcribe.add_argument("--model", required=True)
     transcribe.add_argument("paths", nargs="+")
-    transcribe.add_argument("--beam", action="store_true", help="beam search with the checkpoint's lexicon and LM")
+    transcribe.add_argument(
+        "--beam", action="store_true", help="beam search with the checkpoint's lexicon and LM"
+    )
     transcribe.add_argument("-o", "--output", help="JSONL output (default: stdout)")
     transcribe.set_defaults(func=cmd_transcribe)
 

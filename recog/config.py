@@ -63,7 +63,9 @@ class DataConfig:
     train: str = "train.jsonl"
     dev: str = "dev.jsonl"
     eval_sets: tuple[str, ...] = ("dev.jsonl", "test.jsonl")
-    lm_text: str = ""  # extra text for the lexicon and word LM (relative to root); training transcripts always used
+    lm_text: str = (
+        ""  # extra text for the lexicon and word LM (relative to root); training transcripts always used
+    )
     batch_frames: int = 24000  # feature frames per batch (before stacking)
     max_batch: int = 64
     max_duration: float = 25.0

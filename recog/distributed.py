@@ -39,7 +39,9 @@ class Context:
     def all_reduce_sum(self, values: list[float]) -> list[float]:
         if not self.distributed:
             return values
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        tensor = torch.tensor(
+            values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu"
+        )
         dist.all_reduce(tensor)
         return tensor.tolist()
 

@@ -23,7 +23,9 @@ def reverse_within_length(sequences: torch.Tensor, lengths: torch.Tensor) -> tor
     return sequences.gather(1, index)
 
 
-def stack_frames(frames: torch.Tensor, lengths: torch.Tensor, stack: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stack_frames(
+    frames: torch.Tensor, lengths: torch.Tensor, stack: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate `stack` consecutive frames and keep every `stack`-th: (B, T, F) -> (B, T // stack, F * stack)."""
     if stack == 1:
         return frames, lengths
@@ -55,7 +57,9 @@ class CTCModel(nn.Module):
         self.config = config
         self.input_dim, self.vocab_size = input_dim, vocab_size
         self.layers = nn.ModuleList(
-            BidirectionalLayer(config.cell, input_dim * config.stack if i == 0 else 2 * config.hidden, config.hidden)
+            BidirectionalLayer(
+                config.cell, input_dim * config.stack if i == 0 else 2 * config.hidden, config.hidden
+            )
             for i in range(config.layers)
         )
         self.dropout = nn.Dropout(config.dropout)

@@ -46,12 +46,16 @@ class Recognizer:
         try:
             vocab = Vocab(payload["vocab"])
             features = SpeechFeatures(config_from_dict(FeatureConfig, payload["features"]))
-            model = CTCModel(config_from_dict(ModelConfig, payload["model_config"]), payload["input_dim"], len(vocab))
+            model = CTCModel(
+                config_from_dict(ModelConfig, payload["model_config"]), payload["input_dim"], len(vocab)
+            )
             model.load_state_dict(payload["model_state"])
             decode = config_from_dict(DecodeConfig, payload.get("decode", {}))
             cmvn = CMVN.from_state(payload["cmvn"])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"{path}: checkpoint is incomplete or from an incompatible version ({error})") from None
+            raise CheckpointError(
+                f"{path}: checkpoint is incomplete or from an incompatible version ({error})"
+            ) from None
         return cls(model, vocab, features, cmvn, decode, payload.get("language_model"), device)
 
     def decoder(self, kind: str = "greedy"):
@@ -60,7 +64,9 @@ class Recognizer:
                 self._decoders[kind] = GreedyDecoder(self.vocab, self.frame_seconds)
             elif kind == "beam":
                 lexicon, lm = self._language_model_files()
-                self._decoders[kind] = BeamDecoder(self.vocab, self.decode_config, lexicon, lm, self.frame_seconds)
+                self._decoders[kind] = BeamDecoder(
+                    self.vocab, self.decode_config, lexicon, lm, self.frame_seconds
+                )
             else:
                 raise ValueError(f"unknown decoder {kind!r}: expected greedy or beam")
         return self._decoders[kind]
@@ -95,7 +101,9 @@ class Recognizer:
                 end += 1
             batch = [frames[i] for i in order[start:end]]
             lengths = torch.tensor([f.shape[0] for f in batch])
-            padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True).to(self.device)  # (batch, time, feat)
+            padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True).to(
+                self.device
+            )  # (batch, time, feat)
             log_probs, out_lengths = self.model(padded, lengths.to(self.device))
             for row, index in enumerate(order[start:end]):
                 results[index] = log_probs[row, : int(out_lengths[row])].float().cpu()
@@ -110,7 +118,11 @@ class Recognizer:
         return transcripts
 
     def evaluate(
-        self, utterances: list[Utterance], audio: dict[str, np.ndarray], kinds=("greedy", "beam"), group_by="voice"
+        self,
+        utterances: list[Utterance],
+        audio: dict[str, np.ndarray],
+        kinds=("greedy", "beam"),
+        group_by="voice",
     ) -> dict:
         """WER/CER per decoder, overall and per group (e.g. per voice), with a few examples."""
         waveforms = [from_int16(audio[u.key]) for u in utterances]
@@ -129,7 +141,8 @@ class Recognizer:
                 **overall.as_dict(),
                 "groups": {name: rate.as_dict() for name, rate in sorted(groups.items())},
                 "examples": [
-                    {"key": u.key, "ref": u.text, "hyp": h.text} for u, h in list(zip(utterances, hypotheses))[:4]
+                    {"key": u.key, "ref": u.text, "hyp": h.text}
+                    for u, h in list(zip(utterances, hypotheses, strict=True))[:4]
                 ],
             }
         return report

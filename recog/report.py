@@ -8,7 +8,9 @@ from pathlib import Path
 
 def format_table(report: dict) -> str:
     """Rows per evaluation set and group (voice), columns greedy/beam WER and CER, in percent."""
-    lines = [f"{'set':<10} {'group':<28} {'utts':>5}  {'greedy WER':>10} {'greedy CER':>10}  {'beam WER':>9} {'beam CER':>9}"]
+    lines = [
+        f"{'set':<10} {'group':<28} {'utts':>5}  {'greedy WER':>10} {'greedy CER':>10}  {'beam WER':>9} {'beam CER':>9}"
+    ]
     lines.append("-" * len(lines[0]))
     for name, result in report.get("sets", {}).items():
         greedy, beam = result.get("greedy", {}), result.get("beam", {})
@@ -30,7 +32,9 @@ def format_examples(report: dict, limit: int = 3) -> str:
     for name, result in report.get("sets", {}).items():
         for kind in ("greedy", "beam"):
             for example in result.get(kind, {}).get("examples", [])[:limit]:
-                lines.append(f"[{name} {kind}] ref: {example['ref']}\n{' ' * (len(name) + len(kind) + 3)} hyp: {example['hyp']}")
+                lines.append(
+                    f"[{name} {kind}] ref: {example['ref']}\n{' ' * (len(name) + len(kind) + 3)} hyp: {example['hyp']}"
+                )
     return "\n".join(lines)
 
 

@@ -17,8 +17,8 @@ from tqdm import tqdm
 from recog.checkpoint import load_checkpoint, save_checkpoint
 from recog.config import Config, TrainConfig, config_to_dict
 from recog.data.batching import BucketBatchSampler, collate
-from recog.data.speech import SpeechDataset, worker_init
 from recog.data.sets import prepare_corpus, prepare_sets
+from recog.data.speech import SpeechDataset, worker_init
 from recog.decode.beam import prepare_language_model
 from recog.distributed import Context, init_distributed, shutdown
 from recog.features.speech import SpeechFeatures
@@ -58,7 +58,9 @@ def cpu_bf16_supported() -> bool:
     return bool(check and check())
 
 
-def model_payload(model: nn.Module, config: Config, vocab: Vocab, features: SpeechFeatures, cmvn, lm: dict | None) -> dict:
+def model_payload(
+    model: nn.Module, config: Config, vocab: Vocab, features: SpeechFeatures, cmvn, lm: dict | None
+) -> dict:
     """Everything inference needs, as tensors and plain data."""
     return {
         "task": config.task,
@@ -87,11 +89,15 @@ class Trainer:
         self.device = context.device
         self.model = CTCModel(config.model, self.features.dim, len(self.vocab)).to(self.device)
         self.ddp_model = (
-            nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
             if context.distributed
             else self.model
         )
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+        )
         self.ctc = nn.CTCLoss(blank=0, reduction="none", zero_infinity=True)
         self.sampler = BucketBatchSampler(
             self.train_set.num_frames(),
@@ -114,7 +120,9 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def payload(self) -> dict:
-        return model_payload(self.model, self.config, self.vocab, self.features, self.cmvn, self.language_model)
+        return model_payload(
+            self.model, self.config, self.vocab, self.features, self.cmvn, self.language_model
+        )
 
     def save_last(self) -> None:
         if not self.context.main:
@@ -144,7 +152,9 @@ class Trainer:
         torch.set_rng_state(saved["torch_rng"])
         self.state = TrainState(**saved["state"])
         self.epoch_position = self.sampler.position
-        self.log(f"resumed from {path} at step {self.state.step}, epoch {self.sampler.epoch}, batch {self.sampler.position}")
+        self.log(
+            f"resumed from {path} at step {self.state.step}, epoch {self.sampler.epoch}, batch {self.sampler.position}"
+        )
         return True
 
     # -- logging ---------------------------------------------------------------------------
@@ -163,14 +173,20 @@ class Trainer:
         lengths = batch["lengths"].to(self.device)
         device_type = self.device.type
         autocast = torch.autocast(
-            device_type, dtype=torch.float16 if device_type == "cuda" else torch.bfloat16,
+            device_type,
+            dtype=torch.float16 if device_type == "cuda" else torch.bfloat16,
             enabled=self.use_cuda_amp or self.use_cpu_bf16,
         )
         with autocast:
             log_probs, out_lengths = self.ddp_model(frames, lengths)  # (batch, time', vocab)
         label_lengths = batch["label_lengths"]
         infeasible = int((out_lengths.cpu() < label_lengths).sum())
-        losses = self.ctc(log_probs.float().transpose(0, 1), batch["labels"].to(self.device), out_lengths, label_lengths.to(self.device))
+        losses = self.ctc(
+            log_probs.float().transpose(0, 1),
+            batch["labels"].to(self.device),
+            out_lengths,
+            label_lengths.to(self.device),
+        )
         self.state.infeasible_samples += infeasible
         loss = losses.sum() / frames.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
@@ -194,8 +210,12 @@ class Trainer:
         self.state.last_eval_step = self.state.step
         if self.context.main:
             self.model.eval()
-            recognizer = Recognizer(self.model, self.vocab, self.features, self.cmvn, self.config.decode, None, str(self.device))
-            result = recognizer.evaluate(self.dev_set.utterances, self.dev_set.audio, kinds=("greedy",))["greedy"]
+            recognizer = Recognizer(
+                self.model, self.vocab, self.features, self.cmvn, self.config.decode, None, str(self.device)
+            )
+            result = recognizer.evaluate(self.dev_set.utterances, self.dev_set.audio, kinds=("greedy",))[
+                "greedy"
+            ]
             self.model.train()
             blank = sum(1 for e in result["examples"] if not e["hyp"])
             all_blank = result["cer"] >= 0.999 or blank == len(result["examples"])
@@ -212,8 +232,16 @@ class Trainer:
                 save_checkpoint(self.payload(), self.out_dir / "best.pt")
             else:
                 self.state.evals_without_gain += 1
-            self.record({"kind": "eval", "step": self.state.step, "epoch": self.sampler.epoch,
-                         "dev_cer": result["cer"], "dev_wer": result["wer"], "best": improved})
+            self.record(
+                {
+                    "kind": "eval",
+                    "step": self.state.step,
+                    "epoch": self.sampler.epoch,
+                    "dev_cer": result["cer"],
+                    "dev_wer": result["wer"],
+                    "best": improved,
+                }
+            )
             self.log(
                 f"step {self.state.step} epoch {self.sampler.epoch}: dev CER {100 * result['cer']:.2f}% "
                 f"WER {100 * result['wer']:.2f}%{' (best)' if improved else ''}  e.g. '{result['examples'][0]['hyp']}'"
@@ -231,11 +259,28 @@ class Trainer:
     def fit(self) -> None:
         config = self.config.train
         self.model.train()
-        loader_args = dict(collate_fn=collate, num_workers=self.config.data.workers, worker_init_fn=worker_init,
-                           prefetch_factor=4 if self.config.data.workers else None)
-        progress = tqdm(total=self.total_steps, initial=self.state.step, disable=not self.context.main,
-                        mininterval=1.0 if sys.stderr.isatty() else 30.0, unit="step", dynamic_ncols=True)
-        window = {"loss": 0.0, "norm": 0.0, "steps": 0, "frames": 0, "wait": 0.0, "start": time.perf_counter()}
+        loader_args = dict(
+            collate_fn=collate,
+            num_workers=self.config.data.workers,
+            worker_init_fn=worker_init,
+            prefetch_factor=4 if self.config.data.workers else None,
+        )
+        progress = tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            disable=not self.context.main,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        window = {
+            "loss": 0.0,
+            "norm": 0.0,
+            "steps": 0,
+            "frames": 0,
+            "wait": 0.0,
+            "start": time.perf_counter(),
+        }
         stop = self.state.finished
         while not stop and self.sampler.epoch < config.max_epochs:
             loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=self.sampler, **loader_args)
@@ -298,18 +343,29 @@ class Trainer:
             "infeasible_samples": self.state.infeasible_samples,
         }
         self.record(entry)
-        progress.set_postfix(loss=f"{entry['loss']:.3f}", fps=f"{entry['frames_per_s']:.0f}", wait=f"{entry['data_wait_share']:.0%}")
+        progress.set_postfix(
+            loss=f"{entry['loss']:.3f}",
+            fps=f"{entry['frames_per_s']:.0f}",
+            wait=f"{entry['data_wait_share']:.0%}",
+        )
         window.update(loss=0.0, norm=0.0, steps=0, frames=0, wait=0.0, start=time.perf_counter())
 
 
 def final_report(trainer: Trainer, config: Config, out_dir: Path, sets: dict) -> dict:
     """Evaluate best.pt on every evaluation set with greedy and beam search; write report.json."""
     recognizer = Recognizer.load(out_dir / "best.pt")
-    report = {"checkpoint": str(out_dir / "best.pt"), "best_step": trainer.state.best_step,
-              "train_steps": trainer.state.step, "train_minutes": trainer.state.elapsed / 60.0, "sets": {}}
+    report = {
+        "checkpoint": str(out_dir / "best.pt"),
+        "best_step": trainer.state.best_step,
+        "train_steps": trainer.state.step,
+        "train_minutes": trainer.state.elapsed / 60.0,
+        "sets": {},
+    }
     for name, (utterances, audio) in sets.items():
         report["sets"][name] = recognizer.evaluate(utterances, audio)
-    report["preflight"] = json.loads((out_dir / "preflight.json").read_text()) if (out_dir / "preflight.json").exists() else {}
+    report["preflight"] = (
+        json.loads((out_dir / "preflight.json").read_text()) if (out_dir / "preflight.json").exists() else {}
+    )
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     print(format_table(report))
     print(format_examples(report))
@@ -337,10 +393,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> dict | N
         if context.main:
             trainer.language_model = language_model_assets(trainer, out_dir)
             (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
-            trainer.log(f"{len(trainer.train_set)} training utterances, {len(trainer.sampler)} batches per epoch, "
-                        f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f}M parameters, "
-                        f"device {context.device}{', bf16 autocast' if trainer.use_cpu_bf16 else ''}"
-                        f"{', AMP' if trainer.use_cuda_amp else ''}, {context.world_size} process(es)")
+            trainer.log(
+                f"{len(trainer.train_set)} training utterances, {len(trainer.sampler)} batches per epoch, "
+                f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f}M parameters, "
+                f"device {context.device}{', bf16 autocast' if trainer.use_cpu_bf16 else ''}"
+                f"{', AMP' if trainer.use_cuda_amp else ''}, {context.world_size} process(es)"
+            )
         trainer.fit()
         report = None
         if context.main:
@@ -355,12 +413,16 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> dict | N
 
 def language_model_assets(trainer: Trainer, out_dir: Path) -> dict:
     """Lexicon and word n-gram LM from the training text, kept inside the checkpoint as text."""
-    paths = prepare_language_model(trainer.lm_sentences, trainer.vocab, out_dir / "lm", trainer.config.decode.lm_order)
+    paths = prepare_language_model(
+        trainer.lm_sentences, trainer.vocab, out_dir / "lm", trainer.config.decode.lm_order
+    )
     return {"lexicon": Path(paths["lexicon"]).read_text(), "arpa": Path(paths["lm"]).read_text()}
 
 
 def prepare_eval_sets(trainer: Trainer, config: Config) -> dict:
     from recog.data.sets import load_eval_set
 
-    return {Path(name).stem: load_eval_set(config, name, trainer.out_dir, trainer.vocab, trainer.features)
-            for name in config.data.eval_sets}
+    return {
+        Path(name).stem: load_eval_set(config, name, trainer.out_dir, trainer.vocab, trainer.features)
+        for name in config.data.eval_sets
+    }

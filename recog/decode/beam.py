@@ -26,7 +26,9 @@ def write_lexicon(words: Iterable[str], vocab: Vocab, path: Path) -> Path:
     return path
 
 
-def prepare_language_model(sentences: list[str], vocab: Vocab, folder: Path, order: int = 3) -> dict[str, str]:
+def prepare_language_model(
+    sentences: list[str], vocab: Vocab, folder: Path, order: int = 3
+) -> dict[str, str]:
     """Build the lexicon and ARPA LM from text; returns their paths (stored in the checkpoint's folder)."""
     words = [word for sentence in sentences for word in sentence.split()]
     lexicon = write_lexicon(words, vocab, folder / "lexicon.txt")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -60,9 +60,9 @@ def kneser_ney(sentences: Iterable[str], order: int = 3) -> list[dict[tuple, tup
         for gram, count in counts[n].items():
             context = gram[:-1]
             lower = lower_prob(probs, backoffs, gram[1:])
-            probs[n][gram] = (max(count - discount, 0) + backoffs[n - 1][context] * context_total[context] * lower) / (
-                context_total[context]
-            )
+            probs[n][gram] = (
+                max(count - discount, 0) + backoffs[n - 1][context] * context_total[context] * lower
+            ) / (context_total[context])
     model = []
     for n in range(1, order + 1):
         model.append(

@@ -37,7 +37,8 @@ class Perturbation:
         if augment.tilt_db > 0:
             position = np.linspace(0, 1, n_bins)
             curve = sum(
-                rng.uniform(-1, 1) * np.cos(math.pi * k * position + rng.uniform(0, math.pi)) for k in range(1, 4)
+                rng.uniform(-1, 1) * np.cos(math.pi * k * position + rng.uniform(0, math.pi))
+                for k in range(1, 4)
             )
             tilt = (augment.tilt_db / 3.0) * curve
         return cls(speed=speed, warp=warp, snr_db=snr, rt60=rt60, tilt=tilt)
@@ -53,9 +54,17 @@ class SpeechFeatures:
         self.window = torch.hann_window(config.win_length)
         self.n_bins = config.n_fft // 2 + 1
         self.mel_fbank = AF.melscale_fbanks(
-            self.n_bins, config.f_min, config.f_max, config.n_mels, config.sample_rate, norm="slaney", mel_scale="slaney"
+            self.n_bins,
+            config.f_min,
+            config.f_max,
+            config.n_mels,
+            config.sample_rate,
+            norm="slaney",
+            mel_scale="slaney",
         )  # (bins, mels)
-        self.dct = AF.create_dct(config.n_mfcc, config.n_mels, norm="ortho") if config.kind == "mfcc" else None
+        self.dct = (
+            AF.create_dct(config.n_mfcc, config.n_mels, norm="ortho") if config.kind == "mfcc" else None
+        )
 
     @property
     def dim(self) -> int:
@@ -97,7 +106,9 @@ class SpeechFeatures:
         samples = torch.as_tensor(samples, dtype=torch.float32)
         return self.from_power(self.power_spectrum(samples))
 
-    def perturbed(self, samples: np.ndarray, perturbation: Perturbation, rng: np.random.Generator) -> torch.Tensor:
+    def perturbed(
+        self, samples: np.ndarray, perturbation: Perturbation, rng: np.random.Generator
+    ) -> torch.Tensor:
         """Features of one training utterance under a drawn perturbation."""
         samples = torch.as_tensor(samples, dtype=torch.float32)
         if perturbation.rt60 is not None:
@@ -129,7 +140,9 @@ def add_noise(samples: torch.Tensor, snr_db: float, rng: np.random.Generator) ->
     """Add white or pink-ish noise at a given signal-to-noise ratio."""
     noise = torch.from_numpy(rng.standard_normal(samples.shape[0]).astype(np.float32))
     if rng.random() < 0.5:  # pink-ish: integrate white noise lightly
-        noise = AF.lfilter(noise.unsqueeze(0), torch.tensor([1.0, -0.95]), torch.tensor([1.0, 0.0])).squeeze(0)
+        noise = AF.lfilter(noise.unsqueeze(0), torch.tensor([1.0, -0.95]), torch.tensor([1.0, 0.0])).squeeze(
+            0
+        )
     signal_power = samples.pow(2).mean().clamp_min(1e-10)
     noise_power = noise.pow(2).mean().clamp_min(1e-10)
     scale = torch.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
