@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RECOG := $(VENV)/bin/recog
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup train-speech test lint clean-runs
+.PHONY: setup train-speech test lint bench-train
 
 setup: $(STAMP)
 
@@ -23,3 +23,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check recog pipelines tests benchmarks
 	$(VENV)/bin/ruff format --check recog pipelines tests benchmarks
+
+## Encoder training-step throughput (padded vs packed LSTM, bf16 vs fp32, frame stacking): runs/bench/train_speed.json
+bench-train: setup
+	$(PY) benchmarks/train_speed.py

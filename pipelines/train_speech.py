@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"\n== results ({args.config}, {out}/report.json) ==")
     print(format_table(report))
+    speed = report.get("throughput", {})
+    if speed:
+        print(
+            f"training: {report['train_steps']} steps in {report['train_minutes']:.1f} min, median "
+            f"{speed['median_frames_per_s']:.0f} frames/s, waiting for data {100 * speed['median_data_wait_share']:.1f}% "
+            f"(max {100 * speed['max_data_wait_share']:.1f}%)"
+        )
     print(
         f"corpus {timings['corpus_minutes']:.1f} min, training + evaluation {timings['train_and_eval_minutes']:.1f} min, "
         f"total {timings['total_minutes']:.1f} min (set-up not included)",

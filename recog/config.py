@@ -41,6 +41,8 @@ class AugmentConfig:
     snr_db: tuple[float, float] = (10.0, 40.0)
     reverb_prob: float = 0.3
     tilt_db: float = 6.0  # random smooth spectral colouring (channel), +- dB
+    lowpass_prob: float = 0.0  # band-limit like narrow-band (8 kHz) audio
+    lowpass_hz: tuple[float, float] = (3400.0, 7000.0)
     freq_masks: int = 2
     freq_mask_width: int = 8
     time_masks: int = 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import tempfile
 from pathlib import Path
@@ -116,6 +117,35 @@ class Recognizer:
         for item in log_probs:
             transcripts.extend(decoder(item.unsqueeze(0), torch.tensor([item.shape[0]])))
         return transcripts
+
+    def tune_beam(
+        self,
+        utterances: list[Utterance],
+        audio: dict[str, np.ndarray],
+        lm_weights: tuple[float, ...] = (0.5, 1.0, 2.0),
+        word_scores: tuple[float, ...] = (-1.0, 0.5, 2.0),
+    ) -> dict:
+        """Grid-search the LM weight and word insertion score on a (dev) set by WER; keeps the best."""
+        log_probs = self.log_probs([from_int16(audio[u.key]) for u in utterances])
+        results = []
+        for lm_weight in lm_weights:
+            for word_score in word_scores:
+                self.decode_config = dataclasses.replace(
+                    self.decode_config, lm_weight=lm_weight, word_score=word_score
+                )
+                self._decoders.pop("beam", None)
+                rate = ErrorRate()
+                for utterance, hypothesis in zip(utterances, self.decode(log_probs, "beam"), strict=True):
+                    rate.add(utterance.text, hypothesis.text)
+                results.append(
+                    {"lm_weight": lm_weight, "word_score": word_score, "wer": rate.wer, "cer": rate.cer}
+                )
+        best = min(results, key=lambda r: (r["wer"], r["cer"]))
+        self.decode_config = dataclasses.replace(
+            self.decode_config, lm_weight=best["lm_weight"], word_score=best["word_score"]
+        )
+        self._decoders.pop("beam", None)
+        return {"best": best, "grid": results}
 
     def evaluate(
         self,

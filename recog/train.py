@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -351,6 +352,20 @@ class Trainer:
         window.update(loss=0.0, norm=0.0, steps=0, frames=0, wait=0.0, start=time.perf_counter())
 
 
+def throughput_summary(metrics_path: Path) -> dict:
+    """Median training frames/s and share of wall time spent waiting for data, over the logged windows."""
+    windows = [
+        entry for entry in map(json.loads, metrics_path.read_text().splitlines()) if entry["kind"] == "train"
+    ]
+    if not windows:
+        return {}
+    return {
+        "median_frames_per_s": statistics.median(w["frames_per_s"] for w in windows),
+        "median_data_wait_share": statistics.median(w["data_wait_share"] for w in windows),
+        "max_data_wait_share": max(w["data_wait_share"] for w in windows),
+    }
+
+
 def final_report(trainer: Trainer, config: Config, out_dir: Path, sets: dict) -> dict:
     """Evaluate best.pt on every evaluation set with greedy and beam search; write report.json."""
     recognizer = Recognizer.load(out_dir / "best.pt")
@@ -359,8 +374,25 @@ def final_report(trainer: Trainer, config: Config, out_dir: Path, sets: dict) ->
         "best_step": trainer.state.best_step,
         "train_steps": trainer.state.step,
         "train_minutes": trainer.state.elapsed / 60.0,
+        "throughput": throughput_summary(trainer.metrics_path),
+        "skipped_batches": trainer.state.skipped_batches,
+        "infeasible_samples": trainer.state.infeasible_samples,
         "sets": {},
     }
+    tune_on = "dev" if "dev" in sets else None
+    if tune_on and recognizer.language_model:
+        tuning = recognizer.tune_beam(*sets[tune_on])
+        report["beam_tuning"] = {"set": tune_on, **tuning}
+        payload = load_checkpoint(out_dir / "best.pt")
+        payload["decode"] = asdict(recognizer.decode_config)
+        save_checkpoint(
+            {k: v for k, v in payload.items() if k not in ("format", "version")}, out_dir / "best.pt"
+        )
+        best = tuning["best"]
+        print(
+            f"beam search tuned on {tune_on}: lm_weight {best['lm_weight']}, word_score {best['word_score']} "
+            f"(dev WER {100 * best['wer']:.1f}%)"
+        )
     for name, (utterances, audio) in sets.items():
         report["sets"][name] = recognizer.evaluate(utterances, audio)
     report["preflight"] = (

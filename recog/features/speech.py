@@ -26,6 +26,7 @@ class Perturbation:
     snr_db: float | None = None
     rt60: float | None = None
     tilt: np.ndarray | None = None  # (n_fft // 2 + 1,) gain in dB
+    lowpass_hz: float | None = None
 
     @classmethod
     def draw(cls, augment: AugmentConfig, n_bins: int, rng: np.random.Generator) -> Perturbation:
@@ -41,7 +42,8 @@ class Perturbation:
                 for k in range(1, 4)
             )
             tilt = (augment.tilt_db / 3.0) * curve
-        return cls(speed=speed, warp=warp, snr_db=snr, rt60=rt60, tilt=tilt)
+        lowpass = rng.uniform(*augment.lowpass_hz) if rng.random() < augment.lowpass_prob else None
+        return cls(speed=speed, warp=warp, snr_db=snr, rt60=rt60, tilt=tilt, lowpass_hz=lowpass)
 
 
 class SpeechFeatures:
@@ -120,6 +122,9 @@ class SpeechFeatures:
         power = warp_frequencies(power, perturbation.speed * perturbation.warp)
         if perturbation.tilt is not None:
             power = power * torch.from_numpy(10.0 ** (perturbation.tilt / 10.0)).float()
+        if perturbation.lowpass_hz is not None:
+            cutoff = int(perturbation.lowpass_hz / self.config.sample_rate * self.config.n_fft)
+            power[:, cutoff:] *= 1e-4  # -40 dB above the cut-off
         return self.from_power(power)
 
 
