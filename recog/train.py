@@ -344,11 +344,16 @@ class Trainer:
             "infeasible_samples": self.state.infeasible_samples,
         }
         self.record(entry)
-        progress.set_postfix(
-            loss=f"{entry['loss']:.3f}",
-            fps=f"{entry['frames_per_s']:.0f}",
-            wait=f"{entry['data_wait_share']:.0%}",
-        )
+        postfix = {
+            "loss": f"{entry['loss']:.3f}",
+            "fps": f"{entry['frames_per_s']:.0f}",
+            "wait": f"{entry['data_wait_share']:.0%}",
+        }
+        if self.config.train.max_minutes > 0:  # the clock, not the step count, ends this run: show its ETA
+            postfix["budget_left"] = (
+                f"{max(0.0, self.config.train.max_minutes - self.state.elapsed / 60):.1f}min"
+            )
+        progress.set_postfix(postfix)
         window.update(loss=0.0, norm=0.0, steps=0, frames=0, wait=0.0, start=time.perf_counter())
 
 
