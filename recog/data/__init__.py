@@ -1,0 +1,1 @@
+"""Manifests, webdataset shards, preflight checks, length-bucketed batching."""

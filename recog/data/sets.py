@@ -1,0 +1,108 @@
+"""Building the training, dev and evaluation sets from a corpus folder (JSONL manifests + shards)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from recog.config import Config, DataConfig
+from recog.data.manifest import Utterance, read_manifest
+from recog.data.preflight import preflight, write_report
+from recog.data.shards import from_int16, load_audio
+from recog.data.speech import SpeechDataset
+from recog.features.speech import CMVN, SpeechFeatures
+from recog.vocab import Vocab
+
+
+class CorpusError(Exception):
+    """The corpus a config names is missing and cannot be built."""
+
+
+def prepare_corpus(data: DataConfig) -> Path:
+    """Run `data.prepare` when the corpus folder is not complete (no DONE marker)."""
+    root = Path(data.root)
+    if (root / "DONE").exists() or (root / data.train).exists() and not data.prepare:
+        return root
+    if not data.prepare:
+        raise CorpusError(f"{root}: corpus not found and the config gives no data.prepare command to build it")
+    command = shlex.split(data.prepare.format(root=root))
+    if command and command[0] in ("python", "python3"):
+        command[0] = sys.executable
+    print(f"[data] building corpus: {' '.join(command)}", file=sys.stderr, flush=True)
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise CorpusError(f"{root}: corpus build failed (exit {result.returncode}): {' '.join(command)}")
+    return root
+
+
+def _output_frames(features: SpeechFeatures, stack: int):
+    hop = features.config.hop_length
+    return lambda samples: (1 + samples // hop) // stack
+
+
+def _load_checked(
+    config: Config, manifest: str, out_dir: Path, vocab: Vocab, features: SpeechFeatures, for_training: bool
+) -> tuple[list[Utterance], dict[str, np.ndarray], dict]:
+    root = Path(config.data.root)
+    utterances = read_manifest(root / manifest)
+    workers = max(1, min(os.cpu_count() or 1, 4))
+    audio, errors = load_audio(utterances, features.config.sample_rate, workers)
+    kept, problems = preflight(
+        utterances,
+        audio,
+        errors,
+        vocab,
+        _output_frames(features, config.model.stack) if for_training else (lambda samples: 1 << 30),
+        config.data.max_duration if for_training else 0.0,
+        features.config.sample_rate,
+    )
+    name = Path(manifest).stem
+    summary = write_report(problems, len(utterances), out_dir / f"preflight-{name}.jsonl", name)
+    if problems:
+        print(
+            f"[preflight] {name}: skipped {len(problems)} of {len(utterances)} samples "
+            f"({', '.join(f'{n} {k}' for k, n in summary['by_reason'].items())}); "
+            f"details in {out_dir / f'preflight-{name}.jsonl'}",
+            file=sys.stderr,
+        )
+        for problem in problems[:5]:
+            print(f"[preflight]   {problem.source}: {problem.reason}", file=sys.stderr)
+    kept_keys = {u.key for u in kept}
+    audio = {key: samples for key, samples in audio.items() if key in kept_keys}
+    return kept, audio, summary
+
+
+def prepare_sets(config: Config, out_dir: Path, vocab: Vocab, features: SpeechFeatures, context) -> dict:
+    """Train and dev datasets after preflight, CMVN statistics from train, and the LM text."""
+    train, train_audio, train_summary = _load_checked(config, config.data.train, out_dir, vocab, features, True)
+    dev, dev_audio, dev_summary = _load_checked(config, config.data.dev, out_dir, vocab, features, False)
+    if not train:
+        raise CorpusError(f"{config.data.root}/{config.data.train}: no usable training samples (see preflight report)")
+    if context.main:
+        (out_dir / "preflight.json").write_text(json.dumps({"train": train_summary, "dev": dev_summary}, indent=2))
+    rng = np.random.default_rng(config.train.seed)
+    sample = rng.permutation(len(train))[:2000]
+    cmvn = CMVN.fit(config.features.cmvn, [features(from_int16(train_audio[train[i].key])) for i in sample])
+    sentences = [u.text for u in train]
+    if config.data.lm_text:
+        extra = Path(config.data.root) / config.data.lm_text
+        sentences += [line.strip() for line in extra.read_text().splitlines() if line.strip()]
+    return {
+        "train": SpeechDataset(train, train_audio, vocab, features, cmvn, config.augment, config.train.seed),
+        "dev": SpeechDataset(dev, dev_audio, vocab, features, cmvn),
+        "cmvn": cmvn,
+        "lm_sentences": sentences,
+    }
+
+
+def load_eval_set(
+    config: Config, manifest: str, out_dir: Path, vocab: Vocab, features: SpeechFeatures
+) -> tuple[list[Utterance], dict[str, np.ndarray]]:
+    utterances, audio, _ = _load_checked(config, manifest, out_dir, vocab, features, False)
+    return utterances, audio
