@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from recog.config import load_config
-from recog.data.sets import prepare_corpus
+from recog.datasets.sets import prepare_corpus
 from recog.report import format_table
 from recog.train import train
 

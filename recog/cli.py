@@ -10,8 +10,8 @@ from pathlib import Path
 from recog.audio import AudioError
 from recog.checkpoint import CheckpointError
 from recog.config import ConfigError
-from recog.data.manifest import ManifestError
-from recog.data.sets import CorpusError
+from recog.datasets.manifest import ManifestError
+from recog.datasets.sets import CorpusError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -24,9 +24,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from recog.data.manifest import read_manifest
-    from recog.data.preflight import preflight
-    from recog.data.shards import load_audio
+    from recog.datasets.manifest import read_manifest
+    from recog.datasets.preflight import preflight
+    from recog.datasets.shards import load_audio
     from recog.recognizer import Recognizer
     from recog.report import format_examples, format_table
 

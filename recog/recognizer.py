@@ -12,8 +12,8 @@ import torch
 
 from recog.checkpoint import CheckpointError, load_checkpoint
 from recog.config import DecodeConfig, FeatureConfig, ModelConfig, config_from_dict
-from recog.data.manifest import Utterance
-from recog.data.shards import from_int16
+from recog.datasets.manifest import Utterance
+from recog.datasets.shards import from_int16
 from recog.decode.beam import BeamDecoder
 from recog.decode.greedy import GreedyDecoder
 from recog.decode.transcript import Transcript

@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from recog.checkpoint import load_checkpoint, save_checkpoint
 from recog.config import Config, TrainConfig, config_to_dict
-from recog.data.batching import BucketBatchSampler, collate
-from recog.data.sets import prepare_corpus, prepare_sets
-from recog.data.speech import SpeechDataset, worker_init
+from recog.datasets.batching import BucketBatchSampler, collate
+from recog.datasets.sets import prepare_corpus, prepare_sets
+from recog.datasets.speech import SpeechDataset, worker_init
 from recog.decode.beam import prepare_language_model
 from recog.distributed import Context, init_distributed, shutdown
 from recog.features.speech import SpeechFeatures
@@ -457,7 +457,7 @@ def language_model_assets(trainer: Trainer, out_dir: Path) -> dict:
 
 
 def prepare_eval_sets(trainer: Trainer, config: Config) -> dict:
-    from recog.data.sets import load_eval_set
+    from recog.datasets.sets import load_eval_set
 
     return {
         Path(name).stem: load_eval_set(config, name, trainer.out_dir, trainer.vocab, trainer.features)

@@ -11,11 +11,11 @@ import webdataset
 
 from recog.audio import encode_flac
 from recog.config import AugmentConfig, FeatureConfig
-from recog.data.batching import BucketBatchSampler, collate, make_batches
-from recog.data.manifest import ManifestError, Utterance, read_manifest
-from recog.data.preflight import ctc_frames_needed, preflight, write_report
-from recog.data.shards import from_int16, load_audio, to_int16
-from recog.data.speech import SpeechDataset
+from recog.datasets.batching import BucketBatchSampler, collate, make_batches
+from recog.datasets.manifest import ManifestError, Utterance, read_manifest
+from recog.datasets.preflight import ctc_frames_needed, preflight, write_report
+from recog.datasets.shards import from_int16, load_audio, to_int16
+from recog.datasets.speech import SpeechDataset
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.vocab import Vocab
 

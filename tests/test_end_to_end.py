@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, run_recog, subprocess_env, synthesize
 
 from recog.config import load_config
-from recog.data.manifest import read_manifest
+from recog.datasets.manifest import read_manifest
 
 TINY = "configs/speech-tiny.yaml"
 EPOCHS = 3

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from recog.config import AugmentConfig
-from recog.data.manifest import Utterance
-from recog.data.shards import from_int16
+from recog.datasets.manifest import Utterance
+from recog.datasets.shards import from_int16
 from recog.features.speech import CMVN, Perturbation, SpeechFeatures, spec_augment
 from recog.vocab import Vocab
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from recog.config import Config, DataConfig
-from recog.data.manifest import Utterance, read_manifest
-from recog.data.preflight import preflight, write_report
-from recog.data.shards import from_int16, load_audio
-from recog.data.speech import SpeechDataset
+from recog.datasets.manifest import Utterance, read_manifest
+from recog.datasets.preflight import preflight, write_report
+from recog.datasets.shards import from_int16, load_audio
+from recog.datasets.speech import SpeechDataset
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.vocab import Vocab
 
@@ -30,7 +30,9 @@ def prepare_corpus(data: DataConfig) -> Path:
     if (root / "DONE").exists() or (root / data.train).exists() and not data.prepare:
         return root
     if not data.prepare:
-        raise CorpusError(f"{root}: corpus not found and the config gives no data.prepare command to build it")
+        raise CorpusError(
+            f"{root}: corpus not found and the config gives no data.prepare command to build it"
+        )
     command = shlex.split(data.prepare.format(root=root))
     if command and command[0] in ("python", "python3"):
         command[0] = sys.executable
@@ -80,12 +82,18 @@ def _load_checked(
 
 def prepare_sets(config: Config, out_dir: Path, vocab: Vocab, features: SpeechFeatures, context) -> dict:
     """Train and dev datasets after preflight, CMVN statistics from train, and the LM text."""
-    train, train_audio, train_summary = _load_checked(config, config.data.train, out_dir, vocab, features, True)
+    train, train_audio, train_summary = _load_checked(
+        config, config.data.train, out_dir, vocab, features, True
+    )
     dev, dev_audio, dev_summary = _load_checked(config, config.data.dev, out_dir, vocab, features, False)
     if not train:
-        raise CorpusError(f"{config.data.root}/{config.data.train}: no usable training samples (see preflight report)")
+        raise CorpusError(
+            f"{config.data.root}/{config.data.train}: no usable training samples (see preflight report)"
+        )
     if context.main:
-        (out_dir / "preflight.json").write_text(json.dumps({"train": train_summary, "dev": dev_summary}, indent=2))
+        (out_dir / "preflight.json").write_text(
+            json.dumps({"train": train_summary, "dev": dev_summary}, indent=2)
+        )
     rng = np.random.default_rng(config.train.seed)
     sample = rng.permutation(len(train))[:2000]
     cmvn = CMVN.fit(config.features.cmvn, [features(from_int16(train_audio[train[i].key])) for i in sample])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recog.data.manifest import Utterance
+from recog.datasets.manifest import Utterance
 from recog.vocab import Vocab
 
 

@@ -9,14 +9,16 @@ import numpy as np
 import webdataset
 
 from recog.audio import AudioError, read_audio
-from recog.data.manifest import Utterance
+from recog.datasets.manifest import Utterance
 
 
 def _read_shard(job: tuple[str, list[str], int]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     shard, keys, rate = job
     wanted, audio, errors = set(keys), {}, {}
     try:
-        dataset = webdataset.WebDataset(shard, shardshuffle=False, empty_check=False, nodesplitter=_every_shard)
+        dataset = webdataset.WebDataset(
+            shard, shardshuffle=False, empty_check=False, nodesplitter=_every_shard
+        )
         for sample in dataset:
             key = sample["__key__"]
             if key not in wanted:
@@ -31,7 +33,9 @@ def _read_shard(job: tuple[str, list[str], int]) -> tuple[dict[str, np.ndarray],
     except Exception as error:  # a torn or unreadable tar loses only the keys not read yet
         reason = f"{shard}: unreadable shard ({type(error).__name__}: {error})"
         errors.update({key: reason for key in wanted - audio.keys() - errors.keys()})
-    errors.update({key: f"{shard}:{key}: not found in shard" for key in wanted - audio.keys() - errors.keys()})
+    errors.update(
+        {key: f"{shard}:{key}: not found in shard" for key in wanted - audio.keys() - errors.keys()}
+    )
     return audio, errors
 
 
@@ -84,7 +88,9 @@ def load_audio(
     audio: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
     if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(jobs)), initializer=_single_thread) as pool:
+        with multiprocessing.get_context("fork").Pool(
+            min(workers, len(jobs)), initializer=_single_thread
+        ) as pool:
             results = [pool.apply_async(function, (job,)) for function, job in jobs]
             for result in results:
                 got, failed = result.get()

@@ -13,7 +13,9 @@ def make_batches(lengths: list[int], order: list[int], batch_frames: int, max_ba
     batches, current, longest = [], [], 0
     for index in order:
         length = lengths[index]
-        if current and (max(longest, length) * (len(current) + 1) > batch_frames or len(current) >= max_batch):
+        if current and (
+            max(longest, length) * (len(current) + 1) > batch_frames or len(current) >= max_batch
+        ):
             batches.append(current)
             current, longest = [], 0
         current.append(index)
