@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import struct
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import soundfile
@@ -60,3 +64,115 @@ def encode_flac(samples: np.ndarray, rate: int = 16000) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, rate, format="FLAC", subtype="PCM_16")
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- batch transcription: probe, regions, pauses
+class AudioInfo(NamedTuple):
+    rate: int
+    frames: int  # per channel
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.rate
+
+
+@contextmanager
+def _reading(label: str):
+    """soundfile's many failure types -> one AudioError naming the file and the reason."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise AudioError(f"{label}: file not found") from None
+    except PermissionError:
+        raise AudioError(f"{label}: permission denied") from None
+    except IsADirectoryError:
+        raise AudioError(f"{label}: is a folder, not an audio file") from None
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+        raise AudioError(f"{label}: not a readable audio file (soundfile: {error})") from None
+
+
+def wav_shortfall(path: str | Path) -> tuple[int, int] | None:
+    """(declared, present) bytes of a RIFF/WAVE data chunk whose file ends early, else None.
+
+    libsndfile silently shortens a truncated WAV to what is on disk; the header still says how long
+    it should be. A streaming placeholder size (0 or 0xFFFFFFFF) is not a truncation."""
+    try:
+        with open(path, "rb") as stream:
+            header = stream.read(12)
+            if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+                return None
+            size = os.fstat(stream.fileno()).st_size
+            while True:
+                chunk = stream.read(8)
+                if len(chunk) < 8:
+                    return None
+                declared = struct.unpack("<I", chunk[4:])[0]
+                if chunk[:4] == b"data":
+                    present = size - stream.tell()
+                    if declared in (0, 0xFFFFFFFF) or declared <= present:
+                        return None
+                    return declared, present
+                stream.seek(declared + (declared & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+
+
+def probe_audio(path: str | Path, name: str | None = None) -> AudioInfo:
+    """Rate, length and channels from the header only (cheap); refuses empty and truncated files."""
+    label = name or str(path)
+    if not Path(path).exists():
+        raise AudioError(f"{label}: file not found")
+    with _reading(label):
+        with open(path, "rb"):  # a permission problem is named as such, not as "not audio"
+            pass
+        if os.path.getsize(path) == 0:
+            raise AudioError(f"{label}: empty file (0 bytes)")
+        info = soundfile.info(str(path))
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{label}: empty audio (0 samples)")
+    shortfall = wav_shortfall(path)
+    if shortfall:
+        declared, present = shortfall
+        raise AudioError(
+            f"{label}: truncated file (the header declares {declared} bytes of audio, {present} are present)"
+        )
+    return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))
+
+
+def read_region(
+    path: str | Path, start: float, stop: float, name: str | None = None
+) -> tuple[np.ndarray, int, int]:
+    """Mono float32 samples of [start, stop) seconds at the file's own rate: (samples, rate, first frame)."""
+    label = name or str(path)
+    with _reading(label):
+        with soundfile.SoundFile(str(path)) as handle:
+            rate = handle.samplerate
+            first = max(0, int(round(start * rate)))
+            last = min(handle.frames, int(round(stop * rate)))
+            handle.seek(first)
+            samples = handle.read(max(0, last - first), dtype="float32", always_2d=True)
+    return check_samples(to_mono_float(samples), label), rate, first
+
+
+def find_pause(
+    samples: np.ndarray, rate: int, window: float = 0.2, depth_db: float = 30.0
+) -> tuple[float, bool]:
+    """Where to cut `samples`: the middle (seconds from the start) of the longest stretch of quiet
+    `window`s, within 3 dB of the quietest; and whether it is a real pause, at least `depth_db` below
+    the loudest window (or digital silence). The middle, not the first quiet window: a cut right
+    after a word would give the next chunk the word's tail."""
+    hop = max(1, int(rate * 0.01))
+    usable = samples[: len(samples) // hop * hop]
+    if usable.size < hop * 3:
+        return len(samples) / rate / 2, False
+    energy = (usable.reshape(-1, hop).astype(np.float64) ** 2).mean(axis=1)  # 10 ms frames
+    width = min(max(1, int(round(window / 0.01))), len(energy))
+    level = 10 * np.log10(np.convolve(energy, np.ones(width) / width, mode="valid") + 1e-12)
+    quiet = np.concatenate([[False], level <= level.min() + 3.0, [False]])
+    edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))  # starts and ends of quiet runs
+    starts, ends = edges[::2], edges[1::2]
+    longest = int(np.argmax(ends - starts))
+    middle = (starts[longest] + ends[longest] - 1) / 2  # a window index
+    centre = (middle + width / 2) * hop / rate
+    return float(centre), bool(level.min() <= max(level.max() - depth_db, -80.0))

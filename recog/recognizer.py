@@ -14,9 +14,9 @@ from recog.checkpoint import CheckpointError, load_checkpoint
 from recog.config import DecodeConfig, FeatureConfig, ModelConfig, config_from_dict
 from recog.datasets.manifest import Utterance
 from recog.datasets.shards import from_int16
-from recog.decode.beam import BeamDecoder
+from recog.decode.beam import BeamDecoder, write_lexicon
 from recog.decode.greedy import GreedyDecoder
-from recog.decode.transcript import Transcript
+from recog.decode.transcript import FileTranscript, Transcript
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.metrics import ErrorRate
 from recog.model import CTCModel
@@ -89,10 +89,29 @@ class Recognizer:
             paths.append(str(path))
         return paths[0], paths[1]
 
+    def frames(self, samples: np.ndarray) -> torch.Tensor:
+        """(time, feat) normalised feature frames of one waveform (no model: safe in worker processes)."""
+        return self.cmvn(self.features(samples))
+
+    @torch.inference_mode()
+    def forward(self, frames: list[torch.Tensor], precision: str = "fp32") -> list[torch.Tensor]:
+        """One padded batch through the model: per input (time', vocab) log-probs on the CPU.
+
+        `precision` "bf16" (or "fp16" on CUDA) runs under autocast, as training does."""
+        lengths = torch.tensor([f.shape[0] for f in frames])
+        padded = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True).to(
+            self.device
+        )  # (batch, time, feat)
+        kind = torch.device(self.device).type
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        with torch.autocast(kind, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            log_probs, out_lengths = self.model(padded, lengths.to(self.device))
+        return [log_probs[row, : int(out_lengths[row])].float().cpu() for row in range(len(frames))]
+
     @torch.inference_mode()
     def log_probs(self, waveforms: list[np.ndarray], batch_frames: int = 60000) -> list[torch.Tensor]:
         """Per input (time', vocab) log-probs, computed in length-sorted batches."""
-        frames = [self.cmvn(self.features(samples)) for samples in waveforms]
+        frames = [self.frames(samples) for samples in waveforms]
         order = sorted(range(len(frames)), key=lambda i: frames[i].shape[0])
         results: list[torch.Tensor | None] = [None] * len(frames)
         start = 0
@@ -100,14 +119,9 @@ class Recognizer:
             end = start + 1
             while end < len(order) and frames[order[end]].shape[0] * (end - start + 1) <= batch_frames:
                 end += 1
-            batch = [frames[i] for i in order[start:end]]
-            lengths = torch.tensor([f.shape[0] for f in batch])
-            padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True).to(
-                self.device
-            )  # (batch, time, feat)
-            log_probs, out_lengths = self.model(padded, lengths.to(self.device))
-            for row, index in enumerate(order[start:end]):
-                results[index] = log_probs[row, : int(out_lengths[row])].float().cpu()
+            batch = order[start:end]
+            for index, log_probs in zip(batch, self.forward([frames[i] for i in batch]), strict=True):
+                results[index] = log_probs
             start = end
         return results
 
@@ -117,6 +131,38 @@ class Recognizer:
         for item in log_probs:
             transcripts.extend(decoder(item.unsqueeze(0), torch.tensor([item.shape[0]])))
         return transcripts
+
+    def configure_beam(self, beam: int | None = None, lm: str | None = None) -> None:
+        """Decoding overrides for this session: the beam width, and another word LM (an ARPA file,
+        whose words join the checkpoint's lexicon) or "none" for lexicon-only beam search."""
+        if beam is not None:
+            if beam < 1:
+                raise ValueError(f"beam width must be at least 1, got {beam}")
+            self.decode_config = dataclasses.replace(self.decode_config, beam=beam)
+        self._decoders.pop("beam", None)
+        if lm is None:
+            return
+        lexicon = (self.language_model or {}).get("lexicon", "")
+        words = {line.split("\t")[0] for line in lexicon.splitlines() if line.strip()}
+        arpa = None
+        if lm != "none":
+            arpa = Path(lm)
+            if not arpa.is_file():
+                raise FileNotFoundError(f"{arpa}: language model not found")
+            words |= arpa_words(arpa)
+        folder = Path(tempfile.mkdtemp(prefix="recog-lm-"))
+        lexicon_path = write_lexicon(words, self.vocab, folder / "lexicon")
+        self._decoders["beam"] = BeamDecoder(
+            self.vocab, self.decode_config, str(lexicon_path), str(arpa) if arpa else None, self.frame_seconds
+        )
+
+    def transcribe(self, paths: list[str], output: str | None = None, **options) -> list[FileTranscript]:
+        """Transcribe files, folders, list files or manifests: one FileTranscript per audio file found,
+        in input order (failed files carry `error`). The engine behind `recog transcribe`; `options` are
+        those of `recog.transcribe.Options` (decoder="beam", workers=2, formats=("srt",), ...)."""
+        from recog.transcribe import Options, run
+
+        return run(self, paths, Options(output=output, collect=True, **options)).transcripts
 
     def tune_beam(
         self,
@@ -176,3 +222,20 @@ class Recognizer:
                 ],
             }
         return report
+
+
+def arpa_words(path: Path) -> set[str]:
+    """The unigrams of an ARPA language model (its vocabulary), read without loading the rest."""
+    words, inside = set(), False
+    with path.open() as stream:
+        for line in stream:
+            line = line.strip()
+            if line.startswith("\\"):
+                if inside:
+                    break
+                inside = line == "\\1-grams:"
+            elif inside and line:
+                parts = line.split()
+                if len(parts) >= 2 and parts[1] not in ("<s>", "</s>", "<unk>"):
+                    words.add(parts[1])
+    return words
