@@ -76,6 +76,7 @@ class Result:
     piece: Piece
     offset: float = 0.0  # where the piece starts in the recording, seconds
     keep: tuple[float, float] = (-math.inf, math.inf)  # word midpoints this piece answers for
+    seconds: float | None = None  # length of a whole file as read, at the model's rate
     frames: torch.Tensor | None = None
     transcript: Transcript | None = None
     error: str | None = None
@@ -359,7 +360,9 @@ class BatchReader(torch.utils.data.Dataset):
         piece, options = result.piece, self.options
         path, rate = self.sources[piece.index].path, self.recognizer.features.config.sample_rate
         if piece.parts == 1:
-            return read_audio(path, rate)
+            samples = read_audio(path, rate)
+            result.seconds = len(samples) / rate
+            return samples
         bounds = [k * piece.duration / piece.parts for k in range(piece.parts + 1)]
         left, left_pause = self.cut(path, bounds[piece.part]) if piece.part else (0.0, True)
         last = piece.part == piece.parts - 1
@@ -599,11 +602,12 @@ def assemble(result: Result, pending: dict[int, list[Result]], emitted: set[int]
         return None
     del pending[piece.index]
     if piece.parts == 1:
-        joined = result.transcript
+        joined, duration = result.transcript, result.seconds
     else:
         parts.sort(key=lambda item: item.piece.part)
         joined = stitch([(item.transcript, item.offset, *item.keep) for item in parts])
-    return FileTranscript(joined.text, joined.score, joined.words, duration=piece.duration)
+        duration = piece.duration
+    return FileTranscript(joined.text, joined.score, joined.words, duration=duration)
 
 
 def finish_ranks(output: Path, rank: int, world: int, order: list[str]) -> None:

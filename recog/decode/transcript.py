@@ -70,7 +70,7 @@ class FileTranscript(Transcript):
         return {
             "path": self.path,
             "text": None if self.error else self.text,
-            "duration": None if self.duration is None else round(self.duration, 3),
+            "duration": self.duration,
             "words": [asdict(word) for word in self.words],
             "error": self.error,
         }
