@@ -112,7 +112,7 @@ def read_ink(source: str | Path | bytes, name: str | None = None, fmt: str | Non
     tag = _local(root.tag)
     if fmt == "inkml" or (fmt is None and tag == "ink"):
         return _checked(parse_inkml(root, label), label)
-    if fmt == "iam" or (fmt is None and root.find(".//StrokeSet") is not None):
+    if fmt == "iam" or (fmt is None and (tag == "StrokeSet" or root.find(".//StrokeSet") is not None)):
         return _checked(parse_iam(root, label), label)
     raise InkError(f"{label}: XML root <{tag}> is neither InkML <ink> nor IAM-OnDB (no <StrokeSet>)")
 
