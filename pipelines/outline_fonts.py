@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from recog.features.image import smooth_field
+
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
 # Substrings of a lowercased font path or family name that mark a reserved font.
 RESERVED_FONT_PARTS = ("dkg", "sjfonts", "delphine", "steve", "kristi", "ecolier", "dancing", "breip")
@@ -115,11 +117,7 @@ def elastic(ink: np.ndarray, amplitude: float, cells: float, rng: np.random.Gene
     if amplitude <= 0:
         return ink
     shape = ink.shape
-    fields = []
-    for _ in range(2):
-        coarse = rng.normal(0, 1, (int(shape[0] / cells) + 3, int(shape[1] / cells) + 3))
-        zoom = (shape[0] / (coarse.shape[0] - 1), shape[1] / (coarse.shape[1] - 1))
-        fields.append(ndimage.zoom(coarse, zoom, order=3)[: shape[0], : shape[1]] * amplitude)
+    fields = [smooth_field(shape, cells, rng) * amplitude for _ in range(2)]
     rows, columns = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
     return ndimage.map_coordinates(ink, [rows + fields[0], columns + fields[1]], order=1, mode="constant")
 
