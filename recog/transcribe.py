@@ -45,7 +45,7 @@ class Options:
     decoder: str = "greedy"  # greedy | beam
     precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA) | auto
     workers: int | None = None  # worker processes; None: one per core, 0: all in this process
-    batch_seconds: float = 240.0  # padded audio per batch
+    batch_seconds: float = 120.0  # padded audio per batch
     chunk_seconds: float = 30.0  # longer recordings are cut into pieces about this long
     overlap_seconds: float = 2.0  # context either side of a cut that is not in a pause
     references: str | None = None  # a JSONL manifest, or "txt": NAME.txt beside each audio file
@@ -54,6 +54,7 @@ class Options:
     progress: bool | None = None  # None: when stderr is a terminal
     stream: object = None  # where lines go without an output file (the CLI passes stdout)
     collect: bool = False  # keep every transcript for the caller (the Python API)
+    model_in_workers: bool | None = None  # None: on the CPU yes, on a GPU the main process runs it
 
 
 @dataclass
@@ -330,7 +331,8 @@ class BatchReader(torch.utils.data.Dataset):
 
     def __init__(self, recognizer, sources: list[Source], batches: list[list[Piece]], options: Options):
         self.recognizer, self.sources, self.batches, self.options = recognizer, sources, batches, options
-        self.decode = torch.device(recognizer.device).type == "cpu"
+        on_cpu = torch.device(recognizer.device).type == "cpu"
+        self.decode = on_cpu if options.model_in_workers is None else options.model_in_workers
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -488,6 +490,8 @@ def run(recognizer, paths: list[str], options: Options) -> Summary:
         raise TranscribeError(f"unknown decoder {options.decoder!r}: expected greedy or beam")
     options = dataclasses.replace(options, precision=resolve_precision(options.precision, recognizer.device))
     sources = collect_sources(paths)
+    if not sources:
+        raise TranscribeError(f"no audio files in {' '.join(paths)}")
     attach_references(sources, options.references)
     rank, world, torchrun = shard_of(options)
     if world > 1 and not options.output:

@@ -411,6 +411,9 @@ def test_api_and_command_line_agree_on_stdout_in_input_order(tiny_model, sentenc
     assert [line["path"] for line in lines] == paths
     assert [line["text"] for line in lines] == [t.text for t in expected]
     assert [line["words"] for line in lines] == [t.record()["words"] for t in expected]
+    # the GPU arrangement (workers read and compute features, the main process runs model and decoder)
+    in_main = Recognizer.load(tiny_model).transcribe(paths, workers=2, model_in_workers=False)
+    assert [t.text for t in in_main] == [t.text for t in expected]
 
 
 def test_references_give_a_wer_cer_report(tiny_model, sentences, tmp_path):
@@ -516,3 +519,32 @@ def test_shards_write_disjoint_parts_that_merge_into_one_output(tiny_model, sent
     # a rerun of one share finds its files in the merged output: nothing is done twice
     again = run(recognizer, [str(folder)], Options(output=str(out), shard=(1, 3), workers=0))
     assert again.resumed == 2 and again.transcribed == 0
+
+
+def test_two_torchrun_processes_share_the_files_and_merge_one_output(tiny_model, sentences, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(5):
+        (folder / f"clip-{index}.wav").write_bytes(sentences[index % 3].read_bytes())
+    (folder / "clip-5.wav").write_text("not audio")
+    out = tmp_path / "out.jsonl"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+        "-m", "recog.cli", "transcribe", "--model", str(tiny_model), str(folder), "-o", str(out),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"torchrun hung:\n{process.communicate()[1][-3000:]}")
+    assert process.returncode == 0, stderr[-3000:]
+    assert stderr.count("3 files (0 already done") == 2  # each rank took half
+    lines = read_lines(out)
+    assert [line["path"] for line in lines] == [str(folder / f"clip-{i}.wav") for i in range(6)]
+    assert not list(tmp_path.glob("out.jsonl.part*"))
+    single = Recognizer.load(tiny_model).transcribe([str(folder)], workers=0)
+    assert [line["text"] for line in lines] == [t.text if not t.error else None for t in single]
