@@ -277,8 +277,8 @@ def add_pen_clock(ink: Ink, rng: np.random.Generator) -> tuple[Ink, dict]:
         dense, _ = resample_stroke(stroke, speed / rate)
         arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(dense, axis=0).T))])
         local_speed = speed * np.exp(rng.normal(0, 0.15))
-        strokes.append(dense * units + origin)
-        times.append(clock + arc / local_speed)
+        strokes.append(np.rint(dense * units + origin))  # digitisers report integer units
+        times.append(np.round(clock + arc / local_speed, 3))  # and milliseconds
         clock = times[-1][-1]
         previous_end = stroke[-1]
     return Ink(strokes, times), {"units_per_x_height": round(units, 2), "rate_hz": rate}

@@ -22,7 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.pool import Pool
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from recog.features.strokes import WriterStyle
 from recog.image import encode_png, render_ink
 from recog.ink import encode_ink
 
-GENERATOR_VERSION = 1  # bump when a change to text, styles or synthesis should invalidate cached corpora
+GENERATOR_VERSION = 2  # bump when a change to text, styles or synthesis should invalidate cached corpora
 SPLITS = ("train", "dev", "dev-seen", "test", "test-seen")
 _SPLIT_SEED_TAG = {"train": 1, "dev": 2, "test": 3, "dev-seen": 4, "test-seen": 5}
 
@@ -106,13 +106,19 @@ def make_sample(job: Job) -> Sample:
     return sample
 
 
+def _stored_paper(rng: np.random.Generator) -> PaperStyle:
+    """Pen, paper and scan baked into stored images; per-pixel grain is left to training-time
+    perturbation (noise would triple the PNG size and is drawn afresh every epoch anyway)."""
+    return replace(PaperStyle.draw(rng, 0.8), grain=0.0)
+
+
 def _hershey_sample(job: Job, rng: np.random.Generator) -> Sample:
     styles = load_styles()
     writer = WriterStyle.draw(rng)
     ink, drawn = write_text(job.text, [styles[name] for name in job.styles], rng, writer=writer)
     timed, device = add_pen_clock(ink, rng)
     image = render_ink(ink, x_height_px=rng.uniform(9, 16), pen_width=rng.uniform(1.0, 3.2))
-    image = degrade(image, PaperStyle.draw(rng, 0.8), rng)
+    image = degrade(image, _stored_paper(rng), rng)
     info = {
         "style": drawn["main_style"],
         "styles": drawn["styles"],
@@ -129,7 +135,7 @@ def _hershey_sample(job: Job, rng: np.random.Generator) -> Sample:
 def _outline_sample(job: Job, rng: np.random.Generator) -> Sample:
     path = job.styles[int(rng.integers(len(job.styles)))]
     font = OutlineFont(path, Path(path).stem)  # refuses reserved fonts by path
-    image = degrade(render_text(job.text, font, rng), PaperStyle.draw(rng, 0.8), rng)
+    image = degrade(render_text(job.text, font, rng), _stored_paper(rng), rng)
     info = {"font": Path(path).name, "width": image.shape[1], "height": image.shape[0]}
     return Sample(job, png=encode_png(image), info=info)
 

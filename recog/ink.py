@@ -70,12 +70,21 @@ class Ink:
 def encode_ink(ink: Ink) -> bytes:
     """npz bytes (no pickles): float32 points, stroke ends, and times when present."""
     buffer = io.BytesIO()
-    arrays = {
-        "points": ink.points().astype(np.float32),
-        "ends": np.cumsum([len(s) for s in ink.strokes]).astype(np.int64),
-    }
-    if ink.times is not None:
-        arrays["times"] = np.concatenate(ink.times).astype(np.float64) if ink.strokes else np.zeros(0)
+    points = ink.points()
+    arrays = {"ends": np.cumsum([len(s) for s in ink.strokes]).astype(np.int64)}
+    if len(points) and np.all(points == np.rint(points)) and np.abs(points).max() < 2**30:
+        # Digitiser units: integer steps between points compress to a fraction of float32.
+        arrays["point_steps"] = np.diff(points, axis=0, prepend=0.0).astype(np.int32)
+    else:
+        arrays["points"] = points.astype(np.float32)
+    if ink.times is not None and len(points):
+        times = np.concatenate(ink.times)
+        arrays["time0"] = np.array(times[0], dtype=np.float64)
+        milliseconds = np.rint((times - times[0]) * 1000.0)
+        if np.allclose(milliseconds / 1000.0, times - times[0], rtol=0, atol=1e-6):
+            arrays["time_steps_ms"] = np.diff(milliseconds, prepend=0.0).astype(np.int32)
+        else:
+            arrays["times"] = (times - times[0]).astype(np.float32)
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
 
@@ -84,8 +93,17 @@ def decode_ink(data: bytes, name: str = "<bytes>") -> Ink:
     """Inverse of `encode_ink`; InkError for anything else."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            points, ends = archive["points"], archive["ends"]
-            times = archive["times"] if "times" in archive.files else None
+            ends = archive["ends"]
+            if "point_steps" in archive.files:
+                points = np.cumsum(archive["point_steps"].astype(np.float64), axis=0)
+            else:
+                points = archive["points"]
+            times = None
+            if "time_steps_ms" in archive.files:
+                steps = archive["time_steps_ms"].astype(np.float64)
+                times = np.cumsum(steps) / 1000.0 + float(archive["time0"])
+            elif "times" in archive.files:
+                times = archive["times"].astype(np.float64) + float(archive["time0"])
     except (OSError, ValueError, KeyError, EOFError) as error:
         raise InkError(f"{name}: not an encoded ink sample ({type(error).__name__}: {error})") from None
     starts = np.concatenate([[0], ends[:-1]]) if len(ends) else []

@@ -162,3 +162,14 @@ def test_shard_encoding_round_trip():
     np.testing.assert_allclose(np.concatenate(back.times), [0.0, 0.1, 0.5])
     with pytest.raises(InkError, match="key-1: not an encoded ink sample"):
         decode_ink(b"not npz", name="key-1")
+
+
+def test_integer_digitiser_ink_is_stored_exactly_and_compactly():
+    rng = np.random.default_rng(0)
+    steps = rng.integers(-3, 4, (3000, 2))
+    ink = Ink([np.cumsum(steps, axis=0) + 5000], [np.round(100 + np.arange(3000) / 133.0, 3)])
+    data = encode_ink(ink)
+    back = decode_ink(data)
+    np.testing.assert_array_equal(back.points(), ink.points())
+    np.testing.assert_allclose(back.times[0], ink.times[0], atol=1e-4)
+    assert len(data) < 3000 * 4  # under 4 bytes a point with its time
