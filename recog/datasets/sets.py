@@ -25,9 +25,11 @@ class CorpusError(Exception):
 
 
 def prepare_corpus(data: DataConfig) -> Path:
-    """Run `data.prepare` when the corpus folder is not complete (no DONE marker)."""
+    """Run `data.prepare`, which owns the corpus cache: it returns at once when the corpus is complete
+    and was built with the same parameters and generator version, and rebuilds it otherwise.
+    Without a prepare command the corpus must already exist."""
     root = Path(data.root)
-    if (root / "DONE").exists() or (root / data.train).exists() and not data.prepare:
+    if not data.prepare and ((root / "DONE").exists() or (root / data.train).exists()):
         return root
     if not data.prepare:
         raise CorpusError(
@@ -36,7 +38,7 @@ def prepare_corpus(data: DataConfig) -> Path:
     command = shlex.split(data.prepare.format(root=root))
     if command and command[0] in ("python", "python3"):
         command[0] = sys.executable
-    print(f"[data] building corpus: {' '.join(command)}", file=sys.stderr, flush=True)
+    print(f"[data] corpus: {' '.join(command)}", file=sys.stderr, flush=True)
     result = subprocess.run(command)
     if result.returncode != 0:
         raise CorpusError(f"{root}: corpus build failed (exit {result.returncode}): {' '.join(command)}")
