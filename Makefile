@@ -27,3 +27,21 @@ lint: setup
 ## Encoder training-step throughput (padded vs packed LSTM, bf16 vs fp32, frame stacking): runs/bench/train_speed.json
 bench-train: setup
 	$(PY) benchmarks/train_speed.py
+
+.PHONY: transcribe bench-transcribe
+MODEL ?= runs/speech/best.pt
+IN ?=
+OUT ?= runs/transcripts/$(notdir $(abspath $(IN))).jsonl
+FORMAT ?= jsonl
+
+## Transcribe a folder (or files, list files, manifests) with the default model, beam search + LM,
+## resumable: make transcribe IN=recordings/ [OUT=out.jsonl] [FORMAT=jsonl,srt,vtt,txt] [MODEL=...]
+transcribe: setup
+	@test -n "$(IN)" || { echo "usage: make transcribe IN=folder [OUT=out.jsonl] [FORMAT=jsonl,srt]"; exit 2; }
+	$(RECOG) transcribe --model $(MODEL) $(IN) -o $(OUT) --format $(FORMAT) --beam --precision auto --progress
+
+## Batch transcription speed and memory against pocketsphinx (installed here when missing; not a
+## dependency of recog): runs/bench/transcribe.json. BENCH_ARGS="--files 20 --quick" for a smoke test
+bench-transcribe: setup
+	@$(PY) -c "import pocketsphinx" 2>/dev/null || $(VENV)/bin/pip install pocketsphinx==5.1.1
+	$(PY) benchmarks/transcribe.py $(BENCH_ARGS)

@@ -526,8 +526,8 @@ def run(recognizer, paths: list[str], options: Options) -> Summary:
     summary.scores = score(sources, mine, done, writer.texts, recognizer.vocab)
     if options.collect:  # the Python API: every file's transcript, resumed ones from the output
         collected = writer.collected
-        if output is not None and len(collected) < len(mine):
-            records = {record["path"]: record for record, _ in read_records(output)[0]}
+        if ledger is not None and len(collected) < len(mine):
+            records = {r["path"]: r for path in (output, ledger.path) for r, _ in read_records(path)[0]}
             for index in mine:
                 if index not in collected and sources[index].path in records:
                     collected[index] = FileTranscript.from_record(records[sources[index].path])
@@ -544,7 +544,9 @@ def transcribe_sources(recognizer, sources, todo, options: Options, writer: Writ
         except AudioError as error:
             writer.emit(index, FileTranscript("", error=str(error)))
     batches = plan(durations, options)
-    workers = len(os.sched_getaffinity(0)) if options.workers is None else options.workers
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: the cores are shared
+    cores = max(1, len(os.sched_getaffinity(0)) // ranks_here)
+    workers = cores if options.workers is None else options.workers
     workers = min(workers, len(batches))
     if options.decoder == "beam":
         recognizer.decoder("beam")  # load the LM once, before the workers fork
