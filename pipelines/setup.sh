@@ -13,6 +13,11 @@ command -v text2wave >/dev/null || need+=(festival)
 command -v sox >/dev/null || need+=(sox)
 [ -f /usr/share/games/fortunes/fortunes ] || need+=(fortunes fortunes-min)
 ldconfig -p | grep -q libsndfile || need+=(libsndfile1)
+# Outline fonts for the synthetic handwriting corpus (femkeklaver and rufscript are its held-out families).
+for font in fonts-femkeklaver fonts-rufscript fonts-comic-neue fonts-bwht fonts-humor-sans fonts-kaushanscript \
+  fonts-levien-typoscript fonts-tomsontalks fonts-cabinsketch fonts-dejavu-core; do
+  dpkg -s "$font" >/dev/null 2>&1 || need+=("$font")
+done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
