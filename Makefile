@@ -45,3 +45,13 @@ transcribe: setup
 bench-transcribe: setup
 	@$(PY) -c "import pocketsphinx" 2>/dev/null || $(VENV)/bin/pip install pocketsphinx==5.1.1
 	$(PY) benchmarks/transcribe.py $(BENCH_ARGS)
+
+## CTC beam search speed and WER against pyctcdecode, flashlight and fast-ctc-decode (benchmark-only
+## peers, installed here when missing; pyctcdecode without its numpy<2 pin): runs/bench/decoder.json.
+## BENCH_ARGS="--quick" for a smoke test
+.PHONY: bench-decoder
+bench-decoder: setup
+	@$(PY) -c "import pyctcdecode" 2>/dev/null || $(VENV)/bin/pip install --no-deps pyctcdecode==0.5.0 pygtrie==2.6.2
+	@$(PY) -c "import fast_ctc_decode" 2>/dev/null || $(VENV)/bin/pip install --no-deps fast-ctc-decode==0.3.7 || true
+	@$(PY) -c "import kenlm" 2>/dev/null || $(VENV)/bin/pip install --no-deps kenlm==0.3.0 || true
+	$(PY) benchmarks/decoder.py $(BENCH_ARGS)

@@ -118,14 +118,63 @@ def shard(text: str) -> tuple[int, int]:
 
 
 def cmd_lm_build(args: argparse.Namespace) -> int:
-    from recog.decode.lm import build_word_lm
+    from recog.decode.lm import NGramLM, build_word_lm
 
     sentences = []
     for path in args.texts:
         sentences += [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    build_word_lm(sentences, args.output, args.order)
-    print(f"wrote {args.output} ({args.order}-gram, {len(sentences)} sentences)")
+    order = args.order or (3 if args.unit == "word" else 6)
+    if args.unit == "word" and args.output.endswith(".arpa"):
+        build_word_lm(sentences, args.output, order)
+    else:
+        lm = NGramLM.build(sentences, order, args.unit)
+        if args.output.endswith(".arpa"):
+            lm.write_arpa(args.output)
+        else:
+            lm.save(args.output)
+    kind = "" if args.unit == "word" else f" {args.unit}"
+    print(f"wrote {args.output} ({order}-gram{kind}, {len(sentences)} sentences)")
     return 0
+
+
+def cmd_lm_tune(args: argparse.Namespace) -> int:
+    from recog.datasets.manifest import read_manifest
+    from recog.datasets.shards import from_int16, load_audio
+    from recog.decode.ctc import CTCBeamDecoder, checkpoint_language_model, tune
+    from recog.recognizer import Recognizer
+
+    recognizer = Recognizer.load(args.model)
+    lm, lexicon = checkpoint_language_model(recognizer.language_model)
+    utterances = read_manifest(args.manifest)
+    audio, errors = load_audio(utterances, recognizer.features.config.sample_rate, workers=2)
+    kept = [u for u in utterances if u.key in audio]
+    for key, error in errors.items():
+        print(f"skipped {key}: {error}", file=sys.stderr)
+    log_probs = recognizer.log_probs([from_int16(audio[u.key]) for u in kept])
+    decoder = CTCBeamDecoder(
+        recognizer.vocab,
+        lm=args.lm or lm,
+        lexicon=args.lexicon or lexicon,
+        beam=args.beam,
+        frame_seconds=recognizer.frame_seconds,
+        workers=args.workers,
+    )
+    result = tune(decoder, log_probs, [u.text for u in kept], args.lm_weights, args.word_scores)
+    print(f"{'lm_weight':>9} {'word_score':>10} {'WER':>7} {'CER':>7}")
+    for row in result["grid"]:
+        print(f"{row['lm_weight']:>9.2f} {row['word_score']:>10.2f} {row['wer']:>7.4f} {row['cer']:>7.4f}")
+    best = result["best"]
+    print(f"best: lm_weight {best['lm_weight']} word_score {best['word_score']} (WER {best['wer']:.4f})")
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def floats(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,11 +256,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     lm = commands.add_parser("lm", help="language models")
     lm_commands = lm.add_subparsers(dest="lm_command", required=True)
-    build = lm_commands.add_parser("build", help="build a word n-gram LM (Kneser-Ney) as ARPA")
+    build = lm_commands.add_parser("build", help="build a word or character n-gram LM (modified Kneser-Ney)")
     build.add_argument("texts", nargs="+", help="text files, one sentence per line")
-    build.add_argument("-o", "--output", required=True)
-    build.add_argument("--order", type=int, default=3)
+    build.add_argument(
+        "-o", "--output", required=True, help="OUT.arpa (ARPA text) or any other name (compact)"
+    )
+    build.add_argument("--order", type=int, help="n-gram order (default: 3 for words, 6 for characters)")
+    build.add_argument("--unit", choices=["word", "char"], default="word")
     build.set_defaults(func=cmd_lm_build)
+    tune_lm = lm_commands.add_parser("tune", help="grid-search LM weight and word score on a dev manifest")
+    tune_lm.add_argument("manifest", help="JSONL dev manifest")
+    tune_lm.add_argument("--model", required=True)
+    tune_lm.add_argument("--lm", help="LM file (ARPA or compact; default: the checkpoint's word LM)")
+    tune_lm.add_argument("--lexicon", help="word list or lexicon file (default: the checkpoint's)")
+    tune_lm.add_argument("--beam", type=int, default=25)
+    tune_lm.add_argument("--lm-weights", type=floats, default=[0.3, 0.5, 0.8, 1.2])
+    tune_lm.add_argument("--word-scores", type=floats, default=[-1.0, 0.0, 1.0, 2.0])
+    tune_lm.add_argument("--workers", type=int, default=1, help="decoding threads")
+    tune_lm.add_argument("-o", "--output", help="write the grid as JSON")
+    tune_lm.set_defaults(func=cmd_lm_tune)
     return parser
 
 

@@ -2,4 +2,17 @@
 
 from recog.decode.transcript import Transcript, Word, words_from_emissions
 
-__all__ = ["Transcript", "Word", "words_from_emissions"]
+__all__ = ["CTCBeamDecoder", "NGramLM", "Transcript", "Word", "words_from_emissions"]
+
+
+def __getattr__(name: str):
+    """The beam search and n-gram LMs load on first use (they bring numba)."""
+    if name == "CTCBeamDecoder":
+        from recog.decode.ctc import CTCBeamDecoder
+
+        return CTCBeamDecoder
+    if name == "NGramLM":
+        from recog.decode.lm import NGramLM
+
+        return NGramLM
+    raise AttributeError(f"module 'recog.decode' has no attribute {name!r}")

@@ -1,0 +1,350 @@
+"""CTC beam search speed and accuracy: recog's CTCBeamDecoder against pyctcdecode 0.5.0, torchaudio's
+flashlight ctc_decoder and fast-ctc-decode, on identical log-probs, in one process, one thread each.
+
+Inputs: (a) synthetic peaked log-probs (fixed seed) spelling sentences of a made-up language whose word
+trigram LM is built from other sentences of it; (b) log-probs of the trained speech model on its test
+set (dumped once to runs/bench/), with the checkpoint's word trigram and lexicon. Speed is frames per
+CPU second of this process (robust to other load on the machine; every decoder here is single
+threaded); WER is against the reference texts. Results: runs/bench/decoder.json and a table.
+
+    python benchmarks/decoder.py [--beams 10,25,100] [--quick] [--model runs/speech/best.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from recog.decode.ctc import CTCBeamDecoder  # noqa: E402
+from recog.decode.lm import NGramLM  # noqa: E402
+from recog.metrics import ErrorRate  # noqa: E402
+from recog.vocab import Vocab  # noqa: E402
+
+VOCAB = Vocab.speech()
+# Pruning per decoder, chosen as fast as each goes without losing accuracy on these inputs (see README).
+OURS = {"token_min_logp": -8.0, "blank_skip_threshold": 0.999, "beam_prune": 20.0}
+PYCTC = {"token_min_logp": -8.0, "beam_prune_logp": -10.0}
+FLASHLIGHT = {"beam_size_token": 8, "beam_threshold": 20.0}
+FAST_CTC = {"beam_cut_threshold": 1e-4}
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+def synthetic(utterances: int, frames: int, seed: int = 0) -> dict:
+    """Peaked (time, 29) log-probs spelling random sentences, with confusions an LM can repair."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("etaoinshrdlucmfwypvbgkjqxz"))
+    weights = np.linspace(2.0, 0.2, len(letters))
+    words = sorted(
+        {"".join(rng.choice(letters, rng.integers(2, 8), p=weights / weights.sum())) for _ in range(600)}
+    )
+    popularity = 1.0 / np.arange(1, len(words) + 1)  # Zipf
+
+    def sentence() -> str:
+        length = rng.integers(4, 12)
+        chosen, previous = [], rng.integers(len(words))
+        for _ in range(length):  # a little structure for the trigram to learn: words follow neighbours
+            index = (previous + rng.integers(1, 4)) % len(words) if rng.random() < 0.5 else None
+            if index is None:
+                index = rng.choice(len(words), p=popularity / popularity.sum())
+            chosen.append(words[index])
+            previous = index
+        return " ".join(chosen)
+
+    lm_text = [sentence() for _ in range(4000)]
+    texts, log_probs = [], []
+    while len(texts) < utterances:
+        text = sentence()
+        ids = VOCAB.encode(text)
+        if 2 * len(ids) + 1 > frames:
+            continue
+        # each token sits on 1-3 frames, blanks fill the rest; the true class gets most of the mass,
+        # sometimes a confusable letter gets nearly as much
+        path = np.zeros(frames, np.int64)
+        starts = np.sort(rng.choice(np.arange(1, frames - 3), len(ids), replace=False))
+        for start, token in zip(starts, ids, strict=True):
+            path[start : start + rng.integers(1, 3)] = token
+        logits = rng.normal(0.0, 1.0, (frames, len(VOCAB))).astype(np.float32)
+        logits[np.arange(frames), path] += np.where(path == 0, 12.0, 7.0)
+        confused = (path > 0) & (rng.random(frames) < 0.15)
+        logits[confused, rng.integers(3, len(VOCAB), confused.sum())] += 6.5
+        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        texts.append(text)
+        log_probs.append(np.ascontiguousarray(logits, dtype=np.float32))
+    lm = NGramLM.build(lm_text, order=3)
+    lexicon = sorted({word for line in lm_text for word in line.split()})
+    return {"log_probs": log_probs, "texts": texts, "lm": lm, "lexicon": lexicon, "weights": (0.8, 1.0)}
+
+
+def speech(model: Path, manifest: Path, cache: Path, limit: int | None) -> dict | None:
+    """The speech model's test-set log-probs (dumped once to `cache`) and its word LM and lexicon."""
+    if not model.is_file() or not manifest.is_file():
+        print(f"input (b) skipped: {model} or {manifest} is missing (make train-speech makes both)")
+        return None
+    import torch
+
+    from recog.checkpoint import load_checkpoint
+
+    torch.set_num_threads(1)
+    payload = load_checkpoint(model)
+    if not cache.is_file():
+        from recog.datasets.manifest import read_manifest
+        from recog.datasets.shards import from_int16, load_audio
+        from recog.recognizer import Recognizer
+
+        print(f"dumping log-probs of {manifest} to {cache} (once)", flush=True)
+        recognizer = Recognizer.load(model)
+        utterances = read_manifest(manifest)
+        audio, _ = load_audio(utterances, recognizer.features.config.sample_rate, workers=1)
+        kept = [u for u in utterances if u.key in audio]
+        outputs = recognizer.log_probs([from_int16(audio[u.key]) for u in kept])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            cache,
+            log_probs=np.concatenate([o.numpy() for o in outputs]),
+            lengths=np.array([len(o) for o in outputs]),
+            texts=np.array([u.text for u in kept]),
+        )
+    with np.load(cache) as stored:
+        offsets = np.concatenate([[0], np.cumsum(stored["lengths"])])
+        flat = stored["log_probs"].astype(np.float32)
+        log_probs = [np.ascontiguousarray(flat[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        texts = stored["texts"].tolist()
+    if limit:
+        log_probs, texts = log_probs[:limit], texts[:limit]
+    language_model = payload.get("language_model") or {}
+    lm = NGramLM.from_arpa(_text_stream(language_model["arpa"])) if language_model else None
+    lexicon = [line.split("\t")[0] for line in language_model.get("lexicon", "").splitlines() if line]
+    decode = payload.get("decode", {})
+    return {
+        "log_probs": log_probs,
+        "texts": texts,
+        "lm": lm,
+        "lexicon": lexicon,
+        "weights": (1.0, 0.0),
+        "flashlight_weights": (decode.get("lm_weight", 1.0), decode.get("word_score", 0.0)),
+    }
+
+
+def _text_stream(text: str):
+    import io
+
+    return io.StringIO(text)
+
+
+# -- decoders: each a function log_probs -> text ----------------------------------------------------
+def ours(beam: int, data: dict, with_lm: bool):
+    lm_weight, word_score = data["weights"]
+    decoder = CTCBeamDecoder(
+        VOCAB,
+        lm=data["lm"] if with_lm else None,
+        lexicon=data["lexicon"] if with_lm else None,
+        beam=beam,
+        lm_weight=lm_weight,
+        word_score=word_score if with_lm else 0.0,
+        **OURS,
+    )
+    return lambda log_probs: decoder(log_probs)[0].text
+
+
+def flashlight(beam: int, data: dict, with_lm: bool, folder: Path):
+    import torch
+    from torchaudio.models.decoder import ctc_decoder
+
+    tokens = ["-"] + ["|" if char == " " else char for char in VOCAB.chars]
+    lexicon = arpa = None
+    lm_weight, word_score = data.get("flashlight_weights", data["weights"])
+    if with_lm:
+        arpa, lexicon = _lm_files(data, folder)
+        lm_weight = lm_weight if "flashlight_weights" in data else lm_weight * math.log(10)
+    decoder = ctc_decoder(
+        lexicon=lexicon,
+        tokens=tokens,
+        lm=arpa,
+        beam_size=beam,
+        lm_weight=lm_weight if with_lm else 0.0,
+        word_score=word_score if with_lm else 0.0,
+        sil_score=0.0,
+        blank_token="-",
+        sil_token="|",
+        **FLASHLIGHT,
+    )
+
+    def decode(log_probs: np.ndarray) -> str:
+        best = decoder(torch.from_numpy(log_probs).unsqueeze(0))[0]
+        if not best:
+            return ""
+        if with_lm:
+            return " ".join(best[0].words)
+        return "".join(VOCAB.tokens[t] for t in best[0].tokens.tolist() if t != 0).strip()
+
+    return decode
+
+
+def pyctcdecode(beam: int, data: dict, with_lm: bool, folder: Path):
+    from pyctcdecode import build_ctcdecoder
+
+    labels = ["", *VOCAB.chars]
+    lm_weight, word_score = data["weights"]
+    if with_lm:
+        arpa, _ = _lm_files(data, folder)
+        decoder = build_ctcdecoder(
+            labels, kenlm_model_path=str(arpa), unigrams=data["lexicon"], alpha=lm_weight, beta=word_score
+        )
+    else:
+        decoder = build_ctcdecoder(labels)
+    return lambda log_probs: decoder.decode(log_probs, beam_width=beam, **PYCTC)
+
+
+def fast_ctc_decode(beam: int, data: dict):
+    from fast_ctc_decode import beam_search
+
+    alphabet = ["_", *VOCAB.chars]
+    return lambda log_probs: beam_search(np.exp(log_probs), alphabet, beam_size=beam, **FAST_CTC)[0]
+
+
+def _lm_files(data: dict, folder: Path) -> tuple[str, str]:
+    arpa, lexicon = folder / "lm.arpa", folder / "lexicon.txt"
+    if not arpa.exists():
+        data["lm"].write_arpa(arpa)
+        lexicon.write_text("".join(f"{w}\t{' '.join(w)} |\n" for w in data["lexicon"]))
+    return str(arpa), str(lexicon)
+
+
+# -- measuring -------------------------------------------------------------------------------------
+def measure(decode, log_probs: list[np.ndarray], texts: list[str]) -> dict:
+    decode(log_probs[0])  # warm-up: compilation, lazy tables
+    hypotheses = []
+    cpu, wall = time.process_time(), time.perf_counter()
+    for item in log_probs:
+        hypotheses.append(decode(item))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    rate = ErrorRate()
+    for reference, hypothesis in zip(texts, hypotheses, strict=True):
+        rate.add(reference, " ".join(hypothesis.split()))
+    frames = sum(len(item) for item in log_probs)
+    return {
+        "frames_per_s": round(frames / max(cpu, 1e-9)),
+        "wall_frames_per_s": round(frames / max(wall, 1e-9)),
+        "wer": round(rate.wer, 4),
+        "cer": round(rate.cer, 4),
+    }
+
+
+def available(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--beams", default="10,25,100")
+    parser.add_argument("--utterances", type=int, default=50)
+    parser.add_argument("--frames", type=int, default=500)
+    parser.add_argument("--speech-limit", type=int, default=0, help="first N test utterances (0: all)")
+    parser.add_argument("--quick", action="store_true", help="5 utterances per input, beam 10 and 25")
+    parser.add_argument("--model", type=Path, default=REPO / "runs/speech/best.pt")
+    parser.add_argument("--test", type=Path, default=REPO / "data/speech/default/test.jsonl")
+    parser.add_argument("--out", type=Path, default=REPO / "runs/bench/decoder.json")
+    args = parser.parse_args()
+    beams = [int(b) for b in args.beams.split(",")]
+    if args.quick:
+        args.utterances, args.speech_limit, beams = 5, 5, [b for b in beams if b <= 25]
+    inputs = {"synthetic": synthetic(args.utterances, args.frames)}
+    real = speech(args.model, args.test, REPO / "runs/bench/speech-test-logprobs.npz", args.speech_limit)
+    if real is not None:
+        inputs["speech"] = real
+    peers = {name: available(module) for name, module in
+             [("pyctcdecode", "pyctcdecode"), ("fast-ctc-decode", "fast_ctc_decode"), ("kenlm", "kenlm")]}  # fmt: skip
+    results: dict = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "date": time.strftime("%Y-%m-%d"),
+        "pruning": {
+            "recog": OURS,
+            "pyctcdecode": PYCTC,
+            "flashlight": FLASHLIGHT,
+            "fast-ctc-decode": FAST_CTC,
+        },
+        "inputs": {},
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for kind, data in inputs.items():
+            folder = Path(scratch) / kind
+            folder.mkdir()
+            frames = sum(len(x) for x in data["log_probs"])
+            entry = results["inputs"][kind] = {
+                "utterances": len(data["log_probs"]),
+                "frames": frames,
+                "runs": [],
+            }
+            greedy = measure(_greedy, data["log_probs"], data["texts"])
+            entry["greedy"] = greedy
+            rows.append((kind, "-", "-", "greedy", greedy))
+            for with_lm in (False, True):
+                if with_lm and data["lm"] is None:
+                    continue
+                for beam in beams:
+                    decoders = {
+                        "recog": ours(beam, data, with_lm),
+                        "flashlight": flashlight(beam, data, with_lm, folder),
+                    }
+                    if peers["pyctcdecode"] and (peers["kenlm"] or not with_lm):
+                        decoders["pyctcdecode"] = pyctcdecode(beam, data, with_lm, folder)
+                    if peers["fast-ctc-decode"] and not with_lm:
+                        decoders["fast-ctc-decode"] = fast_ctc_decode(beam, data)
+                    for name, decode in decoders.items():
+                        result = measure(decode, data["log_probs"], data["texts"])
+                        run = {"decoder": name, "beam": beam, "lm": with_lm, **result}
+                        entry["runs"].append(run)
+                        rows.append(
+                            (kind, beam, "word 3-gram + lexicon" if with_lm else "none", name, result)
+                        )
+                        print(_row(rows[-1]), flush=True)
+                    _ratios(entry["runs"], beam, with_lm)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{'input':10} {'beam':>4} {'LM':22} {'decoder':16} {'frames/s':>10} {'WER':>7} {'CER':>7}")
+    for row in rows:
+        print(_row(row))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def _greedy(log_probs: np.ndarray) -> str:
+    best = log_probs.argmax(axis=1)
+    keep = (best != 0) & np.concatenate([[True], best[1:] != best[:-1]])
+    return VOCAB.decode(best[keep].tolist())
+
+
+def _ratios(runs: list[dict], beam: int, with_lm: bool) -> None:
+    """recog's frames/s over the faster of pyctcdecode and flashlight, stored on recog's run."""
+    same = [r for r in runs if r["beam"] == beam and r["lm"] == with_lm]
+    peers = [r["frames_per_s"] for r in same if r["decoder"] in ("pyctcdecode", "flashlight")]
+    for run in same:
+        if run["decoder"] == "recog" and peers:
+            run["speedup_vs_faster_peer"] = round(run["frames_per_s"] / max(peers), 2)
+
+
+def _row(row: tuple) -> str:
+    kind, beam, lm, name, result = row
+    speed = result.get("frames_per_s", 0)
+    return f"{kind:10} {beam!s:>4} {lm:22} {name:16} {speed:>10,} {result['wer']:>7.3f} {result['cer']:>7.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""recog's CTC prefix beam search on hand-made log-probs whose best labelling is known, against brute
+force on tiny inputs, with word and character LMs, a lexicon, hotwords, n-best lists and word times."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recog.decode.ctc import CTCBeamDecoder, tune
+from recog.decode.lm import NGramLM
+from recog.vocab import Vocab
+
+VOCAB = Vocab.speech()
+SENTENCES = [
+    "the cat sat on the mat",
+    "the dog sat on the log",
+    "a cat and a dog",
+    "set the table",
+    "the cat ran",
+]
+WORDS = sorted({word for sentence in SENTENCES for word in sentence.split()})
+EXACT = {"token_min_logp": -1e9, "blank_skip_threshold": 1.0, "beam_prune": 1e9}  # no pruning at all
+
+
+def emissions(frames: list, vocab: Vocab = VOCAB, peak: float = 0.9) -> np.ndarray:
+    """(time, vocab) log-probs. A frame is a character ('-' for blank) with probability `peak`, or a
+    dict {char: prob}; the rest of the mass is spread evenly over the other tokens."""
+    rows = []
+    for frame in frames:
+        chosen = {frame: peak} if isinstance(frame, str) else frame
+        probs = np.zeros(len(vocab))
+        for char, p in chosen.items():
+            probs[0 if char == "-" else vocab.tokens.index(char)] = p
+        rest = probs == 0
+        probs[rest] = (1 - probs.sum()) / max(rest.sum(), 1)
+        rows.append(np.log(np.maximum(probs, 1e-30)))
+    return np.array(rows, np.float32)
+
+
+def spelled(text: str) -> list[str]:
+    frames = ["-"]
+    for char in text:
+        frames += [char, "-"]
+    return frames
+
+
+def text_of(decoder: CTCBeamDecoder, log_probs: np.ndarray) -> str:
+    return decoder(log_probs)[0].text
+
+
+def test_repeats_need_a_blank_between_them():
+    decoder = CTCBeamDecoder(VOCAB, beam=8)
+    assert text_of(decoder, emissions(list("hel-lo"))) == "hello"
+    assert text_of(decoder, emissions(list("hhel-llloo"))) == "hello"
+    assert text_of(decoder, emissions(list("hello"))) == "helo"
+    assert text_of(decoder, emissions(list("----"))) == ""
+    assert text_of(decoder, emissions(list("  ab -  - cd  "))) == "ab cd"
+
+
+def test_prefix_search_finds_the_labelling_greedy_misses():
+    # two frames, blank 0.6 / 'a' 0.4 each: the best path is blank-blank (0.36), but the labelling
+    # 'a' collects aa, a-, -a = 0.16 + 0.24 + 0.24 = 0.64
+    frames = [{"-": 0.6 - 1e-6, "a": 0.4 - 1e-6}] * 2
+    log_probs = emissions(frames)
+    assert VOCAB.decode(log_probs.argmax(axis=1).tolist()) == ""
+    transcript = CTCBeamDecoder(VOCAB, beam=4, **EXACT)(log_probs)[0]
+    assert transcript.text == "a"
+    assert transcript.score == pytest.approx(math.log(0.64), abs=1e-4)
+
+
+def brute_force(log_probs: np.ndarray, vocab: Vocab) -> dict[str, float]:
+    """ln p of every labelling by summing over all paths (spaces collapsed, leading ones dropped:
+    the text a decoder reports)."""
+    totals: dict[str, float] = {}
+    frames, size = log_probs.shape
+    for path in itertools.product(range(size), repeat=frames):
+        labels = [t for i, t in enumerate(path) if t != 0 and (i == 0 or t != path[i - 1])]
+        text = " ".join(vocab.decode(labels).split())
+        logp = float(sum(log_probs[i, t] for i, t in enumerate(path)))
+        totals[text] = float(np.logaddexp(totals.get(text, -np.inf), logp))
+    return totals
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_agrees_with_brute_force_on_tiny_inputs(seed):
+    vocab = Vocab("ab")
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (7, len(vocab)))
+    log_probs = (logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32)
+    exact = brute_force(log_probs, vocab)
+    ranked = sorted(exact.items(), key=lambda item: -item[1])
+    hypotheses = CTCBeamDecoder(vocab, beam=500, nbest=3, **EXACT).nbest(log_probs)[0]
+    assert [h.text for h in hypotheses] == [text for text, _ in ranked[:3]]
+    for hypothesis, (_, logp) in zip(hypotheses, ranked, strict=False):
+        assert hypothesis.score == pytest.approx(logp, abs=1e-4)
+
+
+def test_pruning_keeps_the_answer_on_peaked_input_and_batches_match():
+    rng = np.random.default_rng(0)
+    texts = ["the cat sat", "a dog ran on", "set the table"]
+    inputs = []
+    for text in texts:
+        log_probs = emissions(spelled(text), peak=0.97)
+        inputs.append(log_probs + rng.normal(0, 0.05, log_probs.shape).astype(np.float32))
+    exact = CTCBeamDecoder(VOCAB, beam=16, **EXACT)
+    fast = CTCBeamDecoder(VOCAB, beam=16, workers=2)
+    assert [t.text for t in exact(inputs)] == texts == [t.text for t in fast(inputs)]
+    # a padded (batch, time, vocab) tensor with lengths gives the same as one at a time
+    longest = max(len(x) for x in inputs)
+    padded = torch.zeros(len(inputs), longest, len(VOCAB))
+    for row, item in enumerate(inputs):
+        padded[row, : len(item)] = torch.from_numpy(item)
+    lengths = torch.tensor([len(x) for x in inputs])
+    assert [t.text for t in fast(padded, lengths)] == texts
+
+
+def test_word_times_and_confidences():
+    decoder = CTCBeamDecoder(VOCAB, beam=10, frame_seconds=0.03)
+    frames = spelled("the cat ") + ["-", "s", {"a": 0.6}, "t", "-"]
+    transcript = decoder(emissions(frames))[0]
+    assert transcript.text == "the cat sat"
+    the, cat, sat = transcript.words
+    # 'the' is spelled on frames 1, 3, 5; 'cat' on 9, 11, 13; 'sat' on 18, 19, 20
+    assert (the.word, the.start, the.end) == ("the", 0.03, 0.18)
+    assert (cat.start, cat.end) == (0.27, 0.42)
+    assert (sat.start, sat.end) == (0.54, 0.63)
+    assert the.confidence == pytest.approx(0.9, abs=1e-3)
+    assert sat.confidence == pytest.approx((0.9 + 0.6 + 0.9) / 3, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def word_lm() -> NGramLM:
+    return NGramLM.build(SENTENCES, order=3)
+
+
+def test_lexicon_corrects_a_misspelling_and_penalises_unknown_words(word_lm):
+    frames = spelled("the c") + [{"s": 0.5, "a": 0.4}, "-"] + spelled("t sat")[1:]
+    log_probs = emissions(frames)
+    assert text_of(CTCBeamDecoder(VOCAB, beam=20), log_probs) == "the cst sat"
+    assert text_of(CTCBeamDecoder(VOCAB, lexicon=WORDS, beam=20), log_probs) == "the cat sat"
+    # a clearly spoken unknown word survives the penalty; a prohibitive penalty replaces it
+    clear = emissions(spelled("the zq sat"))
+    assert text_of(CTCBeamDecoder(VOCAB, lexicon=WORDS, beam=20, unk_score=-5.0), clear) == "the zq sat"
+    banned = text_of(CTCBeamDecoder(VOCAB, lexicon=WORDS, beam=20, unk_score=-1000.0), clear)
+    assert "zq" not in banned.split()
+
+
+def test_word_lm_picks_the_likelier_of_two_real_words(word_lm):
+    frames = spelled("the cat s") + [{"e": 0.5, "a": 0.4}, "-"] + spelled("t")[1:]
+    log_probs = emissions(frames)
+    assert text_of(CTCBeamDecoder(VOCAB, lexicon=WORDS, beam=20), log_probs) == "the cat set"
+    with_lm = CTCBeamDecoder(VOCAB, lm=word_lm, lexicon=WORDS, beam=20, lm_weight=1.0)
+    assert with_lm(log_probs)[0].text == "the cat sat"
+    # the score is acoustics plus the weighted LM log-prob of the whole sentence (no insertion bonus)
+    transcript = with_lm.configure(beam=400, **EXACT)(log_probs)[0]
+    acoustic = CTCBeamDecoder(VOCAB, beam=400, **EXACT)
+    lm_part = word_lm.sentence_logprob(["the", "cat", "sat"])
+    forced = [h for h in acoustic.configure(nbest=20).nbest(log_probs)[0] if h.text == "the cat sat"][0]
+    assert transcript.score == pytest.approx(forced.score + lm_part, abs=0.02)  # beams keep different paths
+
+
+def test_character_lm_repairs_a_spelling():
+    lm = NGramLM.build(SENTENCES * 3, order=5, unit="char")
+    frames = spelled("th") + [{"a": 0.5, "e": 0.4}, "-"] + spelled(" cat")[1:]
+    log_probs = emissions(frames)
+    assert text_of(CTCBeamDecoder(VOCAB, beam=20), log_probs) == "tha cat"
+    assert text_of(CTCBeamDecoder(VOCAB, lm=lm, beam=20, lm_weight=0.8), log_probs) == "the cat"
+
+
+def test_hotwords_change_the_output_where_they_should_and_nowhere_else():
+    ambiguous = emissions(spelled("a ") + ["-", "z", "-", {"i": 0.5, "e": 0.4}, "-"] + spelled("bra")[1:])
+    plain = CTCBeamDecoder(VOCAB, beam=20)
+    boosted = CTCBeamDecoder(VOCAB, beam=20, hotwords={"zebra": 3.0})
+    assert text_of(plain, ambiguous) == "a zibra"
+    assert text_of(boosted, ambiguous) == "a zebra"
+    for text in ["the cat sat", "zero bravo", "a zibra is not a zebra"[:7]]:
+        log_probs = emissions(spelled(text))
+        assert boosted(log_probs)[0].words == plain(log_probs)[0].words, text
+    # a hotword inside another word does not count: only whole words are boosted
+    inside = emissions(spelled("zibras"))
+    assert text_of(boosted, inside) == text_of(plain, inside) == "zibras"
+
+
+def test_nbest_lists_distinct_texts_best_first():
+    frames = spelled("c") + [{"a": 0.5, "u": 0.3, "o": 0.15}, "-"] + spelled("t")[1:]
+    hypotheses = CTCBeamDecoder(VOCAB, beam=20, nbest=3).nbest(emissions(frames))[0]
+    assert [h.text for h in hypotheses] == ["cat", "cut", "cot"]
+    assert hypotheses[0].score > hypotheses[1].score > hypotheses[2].score
+
+
+def test_tune_picks_weights_that_fix_the_dev_set(word_lm):
+    frames = spelled("the cat s") + [{"e": 0.5, "a": 0.4}, "-"] + spelled("t")[1:]
+    decoder = CTCBeamDecoder(VOCAB, lm=word_lm, lexicon=WORDS, beam=20)
+    result = tune(decoder, [emissions(frames)], ["the cat sat"], [0.0, 1.0], [0.0])
+    assert result["best"]["lm_weight"] == 1.0 and result["best"]["wer"] == 0.0
+    assert decoder.lm_weight == 1.0 and len(result["grid"]) == 2
+
+
+def test_wrong_vocabulary_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="29"):
+        CTCBeamDecoder(VOCAB)(np.zeros((5, 10), np.float32))
