@@ -4,7 +4,7 @@ The folder (cached in data/bench/transcribe/): files of 2-20 s, sentences from t
 files (as pipelines/text.py makes them), spoken by espeak-ng accents x variants at random speed and
 pitch; a mix of 16 kHz WAV, 22.05 kHz WAV and 16 kHz FLAC. Every run is a fresh process, timed from
 its start to its exit (after its last line is written), with the peak memory of its whole process
-tree (PSS, so pages shared by forked workers count once; RSS summed too) sampled every 50 ms.
+tree (PSS, so pages shared by forked workers count once; RSS summed too) sampled every 0.2 s.
 
 Runs: the headline (beam search + LM at the checkpoint's width, bf16 where the CPU has it) repeated
 (median reported), variants (fp32, greedy, narrower beams), the headline on 10x the files (hard links
@@ -152,22 +152,25 @@ def folder_of(manifest: Path, copies: int = 1) -> Path:
 
 
 # ---------------------------------------------------------------- measuring a process
-def tree_memory(root: int) -> tuple[int, int]:
-    """(PSS, RSS) in bytes, summed over `root` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as stream:
-                    parent = int(stream.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                pass
-    pss = rss = 0
-    stack = [root]
+def descendants(root: int) -> list[int]:
+    """`root` and every process below it (from /proc/PID/task/TID/children: no scan of all of /proc)."""
+    found, stack = [], [root]
     while stack:
         pid = stack.pop()
-        stack += children.get(pid, [])
+        found.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as stream:
+                    stack += [int(child) for child in stream.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def tree_memory(root: int) -> tuple[int, int]:
+    """(PSS, RSS) in bytes, summed over `root` and all its descendants."""
+    pss = rss = 0
+    for pid in descendants(root):
         try:
             with open(f"/proc/{pid}/smaps_rollup") as stream:
                 for line in stream:
@@ -193,7 +196,7 @@ def measure(command: list[str], env: dict | None = None) -> dict:
         chunk = process.stderr.read()
         if chunk:
             stderr_chunks.append(chunk)
-        time.sleep(0.05)
+        time.sleep(0.2)  # light polling: the measured run has the machine's cores to itself
     wall = time.perf_counter() - started
     rest = process.stderr.read()
     stderr = b"".join(stderr_chunks + ([rest] if rest else [])).decode(errors="replace")
@@ -296,6 +299,12 @@ def error_rates(hypotheses: dict[str, str], references: dict[str, str]) -> dict:
     return {"wer": rate.wer, "cer": rate.cer, "files": rate.utterances}
 
 
+def model_fingerprint(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+
+
 # ---------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -315,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.model).is_file():
         raise SystemExit(f"{args.model} not found: train it first (make train-speech)")
 
+    fingerprint = model_fingerprint(args.model)
     manifest = build_corpus(args.files, args.workers or os.cpu_count() or 1)
     entries = [json.loads(line) for line in manifest.read_text().splitlines()]
     folder = folder_of(manifest)
@@ -352,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs + others:
         run.pop("hypotheses")
 
+    if model_fingerprint(args.model) != fingerprint:
+        raise SystemExit(
+            f"{args.model} changed during the benchmark (a training run wrote it?): run it again"
+        )
     best = sorted(runs, key=lambda run: run["rtf"])[len(runs) // 2]  # the median run
     report = {
         "date": time.strftime("%Y-%m-%d"),
@@ -362,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "cpu_precision_auto": precision,
         },
-        "model": args.model,
+        "model": {"path": args.model, "sha1": fingerprint},
         "corpus": {
             "folder": str(folder.relative_to(REPO)),
             "files": len(entries),
