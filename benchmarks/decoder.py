@@ -132,7 +132,7 @@ def speech(model: Path, manifest: Path, cache: Path, limit: int | None) -> dict 
         "texts": texts,
         "lm": lm,
         "lexicon": lexicon,
-        "weights": (1.0, 0.0),
+        "weights": (0.5, -1.0),  # recog lm tune on dev (beam 25); pyctcdecode gets the same alpha/beta
         "flashlight_weights": (decode.get("lm_weight", 1.0), decode.get("word_score", 0.0)),
     }
 
