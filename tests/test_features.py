@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from recog.config import AugmentConfig, FeatureConfig
-from recog.features.speech import CMVN, Perturbation, SpeechFeatures, spec_augment, warp_frequencies
+from recog.features.speech import (
+    CMVN,
+    Perturbation,
+    SpeechFeatures,
+    add_reverb,
+    spec_augment,
+    warp_frequencies,
+)
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 
@@ -181,3 +188,36 @@ def test_drawn_perturbations_stay_in_the_configured_ranges():
     assert all(0.9 <= d.speed <= 1.1 and 0.95 <= d.warp <= 1.05 for d in draws)
     assert all(d.snr_db is None and d.rt60 is None and d.tilt is None for d in draws)
     assert len({round(d.speed, 6) for d in draws}) > 40
+
+
+def test_folded_filterbank_equals_perturbing_every_frame(speech):
+    """Warp, tilt and low-pass folded into the mel matrix give the features of the perturbed spectrum."""
+    features = SpeechFeatures(FeatureConfig())
+    power = features.power_spectrum(torch.as_tensor(speech))
+    tilt = np.linspace(-4.0, 5.0, features.n_bins)
+    for warp, lowpass in ((1.0, None), (1.13, None), (0.87, 4000.0), (1.05, 3400.0)):
+        perturbation = Perturbation(warp=warp, tilt=tilt, lowpass_hz=lowpass)
+        direct = warp_frequencies(power, warp) * torch.from_numpy(10.0 ** (tilt / 10.0)).float()
+        if lowpass is not None:
+            direct[:, int(lowpass / 16000 * 512) :] *= 1e-4
+        torch.testing.assert_close(
+            features.from_power(power, features.perturbed_fbank(perturbation)),
+            features.from_power(direct),
+            atol=2e-3,
+            rtol=1e-4,
+        )
+
+
+def test_reverb_is_the_linear_convolution_with_the_room_response():
+    samples = torch.randn(20011)
+    wet = add_reverb(samples, 0.4, 16000, np.random.default_rng(5))
+    # the same response, drawn again, convolved directly in the time domain
+    rng = np.random.default_rng(5)
+    length = int(16000 * 0.4)
+    time = np.arange(length) / 16000
+    response = rng.standard_normal(length) * np.exp(-6.9 * time / 0.4)
+    response[0] = 1.0 / max(rng.uniform(0.3, 1.0), 1e-3)
+    response = (response / np.abs(response).sum() ** 0.5).astype(np.float32)
+    direct = np.convolve(samples.numpy().astype(np.float64), response.astype(np.float64))[: samples.shape[0]]
+    direct = direct * (samples.abs().max().item() / np.abs(direct).max())
+    np.testing.assert_allclose(wet.numpy(), direct, atol=1e-3)
