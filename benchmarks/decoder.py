@@ -38,6 +38,7 @@ OURS = {"token_min_logp": -8.0, "blank_skip_threshold": 0.999, "beam_prune": 20.
 PYCTC = {"token_min_logp": -8.0, "beam_prune_logp": -10.0}
 FLASHLIGHT = {"beam_size_token": 8, "beam_threshold": 20.0}
 FAST_CTC = {"beam_cut_threshold": 1e-4}
+SPEECH_WEIGHTS = (0.5, -1.0)  # LM weight, word score: recog lm tune on dev
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -88,39 +89,15 @@ def synthetic(utterances: int, frames: int, seed: int = 0) -> dict:
 
 
 def speech(model: Path, manifest: Path, cache: Path, limit: int | None) -> dict | None:
-    """The speech model's test-set log-probs (dumped once to `cache`) and its word LM and lexicon."""
+    """The speech model's log-probs on a manifest (dumped once per checkpoint to `cache`: a cache made
+    by another checkpoint, told by its sha1, is dumped again) and the model's word LM and lexicon."""
     if not model.is_file() or not manifest.is_file():
         print(f"input (b) skipped: {model} or {manifest} is missing (make train-speech makes both)")
         return None
-    import torch
-
     from recog.checkpoint import load_checkpoint
 
-    torch.set_num_threads(1)
     payload = load_checkpoint(model)
-    if not cache.is_file():
-        from recog.datasets.manifest import read_manifest
-        from recog.datasets.shards import from_int16, load_audio
-        from recog.recognizer import Recognizer
-
-        print(f"dumping log-probs of {manifest} to {cache} (once)", flush=True)
-        recognizer = Recognizer.load(model)
-        utterances = read_manifest(manifest)
-        audio, _ = load_audio(utterances, recognizer.features.config.sample_rate, workers=1)
-        kept = [u for u in utterances if u.key in audio]
-        outputs = recognizer.log_probs([from_int16(audio[u.key]) for u in kept])
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            cache,
-            log_probs=np.concatenate([o.numpy() for o in outputs]),
-            lengths=np.array([len(o) for o in outputs]),
-            texts=np.array([u.text for u in kept]),
-        )
-    with np.load(cache) as stored:
-        offsets = np.concatenate([[0], np.cumsum(stored["lengths"])])
-        flat = stored["log_probs"].astype(np.float32)
-        log_probs = [np.ascontiguousarray(flat[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-        texts = stored["texts"].tolist()
+    log_probs, texts = dump_log_probs(model, manifest, cache)
     if limit:
         log_probs, texts = log_probs[:limit], texts[:limit]
     language_model = payload.get("language_model") or {}
@@ -132,9 +109,51 @@ def speech(model: Path, manifest: Path, cache: Path, limit: int | None) -> dict 
         "texts": texts,
         "lm": lm,
         "lexicon": lexicon,
-        "weights": (0.5, -1.0),  # recog lm tune on dev (beam 25); pyctcdecode gets the same alpha/beta
+        "model_sha1": _sha1(model),
+        "weights": SPEECH_WEIGHTS,
         "flashlight_weights": (decode.get("lm_weight", 1.0), decode.get("word_score", 0.0)),
     }
+
+
+def dump_log_probs(model: Path, manifest: Path, cache: Path) -> tuple[list[np.ndarray], list[str]]:
+    """(time, vocab) log-probs of every utterance of `manifest` and its reference texts, cached."""
+    sha1 = _sha1(model)
+    if cache.is_file():
+        with np.load(cache) as stored:
+            fresh = "model_sha1" in stored.files and str(stored["model_sha1"]) == sha1
+    if not cache.is_file() or not fresh:
+        import torch
+
+        from recog.datasets.manifest import read_manifest
+        from recog.datasets.shards import from_int16, load_audio
+        from recog.recognizer import Recognizer
+
+        torch.set_num_threads(1)
+        print(f"dumping log-probs of {manifest} by {model} to {cache}", flush=True)
+        recognizer = Recognizer.load(model)
+        utterances = read_manifest(manifest)
+        audio, _ = load_audio(utterances, recognizer.features.config.sample_rate, workers=1)
+        kept = [u for u in utterances if u.key in audio]
+        outputs = recognizer.log_probs([from_int16(audio[u.key]) for u in kept])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            cache,
+            log_probs=np.concatenate([o.numpy() for o in outputs]),
+            lengths=np.array([len(o) for o in outputs]),
+            texts=np.array([u.text for u in kept]),
+            model_sha1=np.array(sha1),
+        )
+    with np.load(cache) as stored:
+        offsets = np.concatenate([[0], np.cumsum(stored["lengths"])])
+        flat = stored["log_probs"].astype(np.float32)
+        log_probs = [np.ascontiguousarray(flat[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        return log_probs, stored["texts"].tolist()
+
+
+def _sha1(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def _text_stream(text: str):

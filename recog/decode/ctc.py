@@ -125,19 +125,16 @@ class CTCBeamDecoder:
     def _transcript(self, log_probs: np.ndarray, ids: np.ndarray, at: np.ndarray, score: float) -> Transcript:
         """Words split on spaces; a word spans its first character's frame to one after its last, and
         its confidence is the mean posterior of its characters on the frames that emitted them."""
-        posteriors = np.exp(log_probs[at, ids]) if len(ids) else np.zeros(0)
-        words, begin = [], 0
-        for end in [*np.flatnonzero(ids == self.space).tolist(), len(ids)]:
+        posteriors = np.exp(log_probs[at, ids]).tolist() if len(ids) else []
+        ids, at, tokens = ids.tolist(), at.tolist(), self.vocab.tokens
+        words, begin, seconds = [], 0, self.frame_seconds
+        ends = [i for i, token in enumerate(ids) if token == self.space]
+        for end in [*ends, len(ids)]:
             if end > begin:
-                text = "".join(self.vocab.tokens[i] for i in ids[begin:end].tolist())
-                words.append(
-                    Word(
-                        text,
-                        round(int(at[begin]) * self.frame_seconds, 3),
-                        round((int(at[end - 1]) + 1) * self.frame_seconds, 3),
-                        round(float(posteriors[begin:end].mean()), 4),
-                    )
-                )
+                text = "".join([tokens[i] for i in ids[begin:end]])
+                confidence = sum(posteriors[begin:end]) / (end - begin)
+                words.append(Word(text, round(at[begin] * seconds, 3), round((at[end - 1] + 1) * seconds, 3),
+                                  round(confidence, 4)))  # fmt: skip
             begin = end + 1
         text = " ".join(word.word for word in words) if self.space >= 0 else self.vocab.decode(ids)
         return Transcript(text, float(score), words)

@@ -1,9 +1,11 @@
 """The compiled inner loops of `recog.decode.ctc`: n-gram lookup and CTC prefix beam search (numba).
 
-Every prefix the search reaches is a node of a prefix tree. What depends only on the prefix (its
-language model state, its place in the lexicon trie and the hotword automaton, its LM/lexicon/hotword
-score) is computed once, when the node is created; a beam entry is a node and two acoustic log-probs
-(paths ending in blank, and in the prefix's last token)."""
+The whole utterance is searched in one compiled call. A beam entry is a prefix (a node of a prefix
+tree that also holds what depends only on the prefix: its LM state, its place in the lexicon trie and
+the hotword automaton, its LM/lexicon/hotword score) and two acoustic log-probs (paths ending in
+blank, and in the prefix's last token). Per frame, every entry stays (blank or its last token again)
+and extends by the tokens that survive pruning; an extension becomes a node only once it makes the
+beam, and merges with an entry that is already its prefix's child by a small (entry, token) table."""
 
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ from numba import njit
 
 NEG_INF = -np.inf
 MODE_NONE, MODE_WORD, MODE_CHAR = 0, 1, 2
-# node columns: integers
-PARENT, TOKEN, FRAME, LM_STATE, LEX, HOT, CHILD, SIBLING, STAMP, KIN = range(10)
-INT_COLUMNS = 10  # KIN: the step on which one of the node's children was in the beam
+# node columns: integers (STAMP: the step on which the node was last in the beam, SLOT: where)
+PARENT, TOKEN, FRAME, LM_STATE, LEX, HOT, STAMP, SLOT = range(8)
+INT_COLUMNS = 8
 # node columns: floats (fixed: the settled LM/lexicon/hotword score; bonus: fixed + look-ahead)
-FIXED, BONUS, BLANK_END, TOKEN_END, PREVIOUS = range(5)
-FLOAT_COLUMNS = 5  # PREVIOUS: the node's total on the last step (while it is in the beam)
+FIXED, BONUS = range(2)
+FLOAT_COLUMNS = 2
 _HASH = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(29)
 
@@ -49,10 +51,8 @@ def build_table(entry_context, entry_unit, n_units):
     return keys, values
 
 
-@njit(cache=True, nogil=True)
-def lm_score(lm, state, unit):
-    """(ln p(unit | state), next state), backing off through shorter histories; unknown -> <unk>."""
-    keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp = lm
+@njit(cache=True, inline="always")
+def _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp, state, unit):
     mask = len(keys) - 1
     total = 0.0
     while True:
@@ -72,6 +72,14 @@ def lm_score(lm, state, unit):
         state = state_parent[state]
 
 
+@njit(cache=True, nogil=True)
+def lm_score(lm, state, unit):
+    """(ln p(unit | state), next state), backing off through shorter histories; unknown -> <unk>."""
+    keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp = lm
+    return _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp,
+                     state, unit)  # fmt: skip
+
+
 @njit(cache=True, inline="always")
 def _logaddexp(a, b):
     if a < b:
@@ -81,72 +89,31 @@ def _logaddexp(a, b):
     return a + math.log1p(math.exp(b - a))
 
 
-@njit(cache=True)
-def _finish_word(scorer, lm_state, lex, fixed):
-    """Score the word that a space (or the end) closes: LM, unknown-word penalty, insertion bonus."""
-    mode, lm, lm_weight, word_score, unk_score, has_lexicon = scorer[:6]
-    lex_word = scorer[11]
-    word = -1
-    if lex >= 0 and len(lex_word) > 0:
-        word = lex_word[lex]
-        if word < 0 and has_lexicon:  # a prefix of lexicon words, not one itself
-            fixed += unk_score
-    if mode == MODE_WORD:
-        logp, lm_state = lm_score(lm, lm_state, max(word, 0))
-        fixed += lm_weight * logp
-    return fixed + word_score, lm_state
-
-
-@njit(cache=True)
-def _new_node(ints, floats, count, parent, token, frame, scorer):
-    """Create the child of `parent` by `token`; its scores follow from the parent's state."""
-    mode, lm, lm_weight, _, unk_score, has_lexicon, token_unit = scorer[:7]
-    lex_start, lex_count, lex_token, lex_node, lex_word, lex_smear = scorer[7:13]
-    hot_goto, hot_partial, hot_output, space = scorer[13:17]
-    lm_state, lex, hot = ints[parent, LM_STATE], ints[parent, LEX], ints[parent, HOT]
-    fixed = floats[parent, FIXED]
-    if token == space:
-        fixed, lm_state = _finish_word(scorer, lm_state, lex, fixed)
-        lex = 0
-    elif len(lex_start) > 0 and lex >= 0:
-        child = -1
-        for k in range(lex_start[lex], lex_start[lex] + lex_count[lex]):
-            if lex_token[k] == token:
-                child = lex_node[k]
-                break
-        if child < 0 and has_lexicon:
-            fixed += unk_score
-        lex = child
-    if mode == MODE_CHAR:
-        logp, lm_state = lm_score(lm, lm_state, token_unit[token])
-        fixed += lm_weight * logp
-    hot = hot_goto[hot, token]
-    fixed += hot_output[hot]
-    bonus = fixed + hot_partial[hot]
-    if mode == MODE_WORD and lex != 0:
-        bonus += lm_weight * (lex_smear[lex] if lex > 0 else lm[7])
-    ints[count, PARENT], ints[count, TOKEN], ints[count, FRAME] = parent, token, frame
-    ints[count, LM_STATE], ints[count, LEX], ints[count, HOT] = lm_state, lex, hot
-    ints[count, CHILD], ints[count, SIBLING] = -1, ints[parent, CHILD]
-    ints[count, STAMP], ints[count, KIN] = -1, -1
-    ints[parent, CHILD] = count
-    floats[count, FIXED], floats[count, BONUS] = fixed, bonus
-    return count
-
-
-@njit(cache=True)
-def _final_score(ints, floats, node, scorer):
-    """The settled score of a complete hypothesis: its last word closed, then </s>."""
-    mode, lm, lm_weight = scorer[:3]
-    hot_goto, hot_output, space, eos = scorer[13], scorer[15], scorer[16], scorer[18]
-    fixed, lm_state = floats[node, FIXED], ints[node, LM_STATE]
-    if node != 0 and ints[node, TOKEN] != space:
-        fixed, lm_state = _finish_word(scorer, lm_state, ints[node, LEX], fixed)
-        if space >= 0:
-            fixed += hot_output[hot_goto[ints[node, HOT], space]]
-    if mode != MODE_NONE:
-        fixed += lm_weight * lm_score(lm, lm_state, eos)[0]
-    return fixed
+@njit(cache=True, inline="always")
+def _kth_largest(values, n, k, scratch):
+    """The k-th largest (1-based) of values[:n], by quickselect on a scratch copy (no allocation)."""
+    for i in range(n):
+        scratch[i] = values[i]
+    low, high, target = 0, n - 1, k - 1
+    while low < high:
+        pivot = scratch[(low + high) // 2]
+        i, j = low, high
+        while i <= j:
+            while scratch[i] > pivot:
+                i += 1
+            while scratch[j] < pivot:
+                j -= 1
+            if i <= j:
+                scratch[i], scratch[j] = scratch[j], scratch[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            high = j
+        elif target >= i:
+            low = i
+        else:
+            break
+    return scratch[target]
 
 
 @njit(cache=True)
@@ -164,32 +131,55 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
 
     Returns the n best as (scores, lengths, tokens, frames): per hypothesis its total score, and
     its tokens with the frame each was first emitted on, concatenated."""
+    # every table unpacked once: array temporaries inside the loop would cost reference counting
+    mode, lm, lm_weight, word_score, unk_score, has_lexicon, token_unit = scorer[:7]
+    lex_start, lex_count, lex_token, lex_node, lex_word, lex_smear = scorer[7:13]
+    hot_goto, hot_partial, hot_output, space, root_lm, eos, margin = scorer[13:20]
+    keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp = lm
     frames, vocab = log_probs.shape
-    space, root_lm = scorer[16], scorer[17]
-    hot_goto = scorer[13]
-    capacity = 4096
+    has_trie = len(lex_start) > 0
+    unk_lookahead = lm_weight * unk_logp + (unk_score if has_lexicon else 0.0)
+    unk_gain = max(0.0, unk_score) if has_lexicon else 0.0
+    # the most a space can raise a prefix's fixed score (LM log-probs are <= 0)
+    space_gain = max(0.0, word_score) + unk_gain + margin
+    capacity = 1024
     ints = np.empty((capacity, INT_COLUMNS), np.int32)
     floats = np.empty((capacity, FLOAT_COLUMNS), np.float64)
     root_hot = hot_goto[0, space] if space >= 0 else 0
     ints[0, PARENT], ints[0, TOKEN], ints[0, FRAME], ints[0, LM_STATE] = -1, space, -1, root_lm
-    ints[0, LEX], ints[0, HOT], ints[0, CHILD], ints[0, SIBLING] = 0, root_hot, -1, -1
-    ints[0, STAMP], ints[0, KIN] = -1, -1
-    floats[0, FIXED], floats[0, BONUS] = 0.0, scorer[14][root_hot]
+    ints[0, LEX], ints[0, HOT], ints[0, STAMP], ints[0, SLOT] = 0, root_hot, 0, 0
+    floats[0, FIXED], floats[0, BONUS] = 0.0, hot_partial[root_hot]
     count = 1
-    beam_nodes = np.zeros(beam, np.int32)
+    # the beam: node, paths ending in blank / in the last token, last token, parent's slot (or -1)
+    beam_node = np.zeros(beam, np.int32)
     beam_blank = np.zeros(beam, np.float64)
     beam_token = np.full(beam, NEG_INF)
+    beam_last = np.full(beam, space, np.int32)
+    beam_parent = np.full(beam, -1, np.int32)
     beam_size = 1
-    tokens = np.empty(vocab, np.int32)
     totals = np.empty(beam, np.float64)
-    mode, margin = scorer[0], scorer[19]
-    touched = np.empty(beam * (vocab + 1), np.int32)
-    scores = np.empty(beam * (vocab + 1), np.float64)
+    reach = np.empty(beam, np.float64)
+    # candidates: the entries that stay (the first beam_size), then extensions not yet nodes
+    most = beam * vocab + beam
+    cand_node = np.empty(most, np.int32)
+    cand_parent = np.empty(most, np.int32)
+    cand_token = np.empty(most, np.int32)
+    cand_lm = np.empty(most, np.int32)
+    cand_lex = np.empty(most, np.int32)
+    cand_hot = np.empty(most, np.int32)
+    cand_fixed = np.empty(most, np.float64)
+    cand_bonus = np.empty(most, np.float64)
+    cand_blank = np.empty(most, np.float64)
+    cand_end = np.empty(most, np.float64)
+    cand_score = np.empty(most, np.float64)
+    scratch = np.empty(most, np.float64)
+    child_slot = np.full(beam * vocab, -1, np.int32)  # (entry, token) -> the entry that is that child
+    tokens = np.empty(vocab, np.int32)
     skipped, n_skipped, step = 0.0, 0, 0
     for t in range(frames):
-        row = log_probs[t]
-        if row[0] >= blank_skip_logp:  # blank near-certain: only the blank transition
-            skipped += row[0]
+        blank_logp = log_probs[t, 0]
+        if blank_logp >= blank_skip_logp:  # blank near-certain: only the blank transition
+            skipped += blank_logp
             n_skipped += 1
             continue
         if n_skipped:
@@ -197,62 +187,58 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
                 beam_blank[i] = _logaddexp(beam_blank[i], beam_token[i]) + skipped
                 beam_token[i] = NEG_INF
             skipped, n_skipped = 0.0, 0
-        # Pass 1: every beam entry stays (blank, its last token again, or a second space). These
-        # are beam-many distinct candidates, so with a full beam the weakest of them bounds the cut
-        # from below: an extension that cannot reach `floor` is never created.
+        # Stays: blank, the last token again, or a second space (spaces never double). With a full
+        # beam these beam-many candidates bound the cut from below (`floor`); nothing under it is kept.
         stay_best, stay_worst, top = NEG_INF, np.inf, NEG_INF
         for i in range(beam_size):
-            node, blank_end, token_end = beam_nodes[i], beam_blank[i], beam_token[i]
+            node, blank_end, token_end, last = beam_node[i], beam_blank[i], beam_token[i], beam_last[i]
             total = _logaddexp(blank_end, token_end)
             totals[i] = total
-            floats[node, PREVIOUS] = total
-            last = ints[node, TOKEN]
-            ints[node, STAMP] = step
-            stay_blank = total + row[0]
-            stay_token = token_end + row[last] if last > 0 else NEG_INF
-            if last == space and last > 0:  # spaces never double: a second one stays in the same prefix
-                stay_token = _logaddexp(stay_token, blank_end + row[last])
-            floats[node, BLANK_END], floats[node, TOKEN_END] = stay_blank, stay_token
-            touched[i] = node
-            bonus = floats[node, BONUS]
+            stay_blank = total + blank_logp
+            stay_token = NEG_INF
+            if last > 0:
+                stay_token = token_end + log_probs[t, last]
+                if last == space:
+                    stay_token = _logaddexp(stay_token, blank_end + log_probs[t, last])
+            bonus, fixed = floats[node, BONUS], floats[node, FIXED]
+            cand_node[i] = node
+            cand_blank[i], cand_end[i], cand_bonus[i] = stay_blank, stay_token, bonus
             stay = _logaddexp(stay_blank, stay_token) + bonus
             stay_best = max(stay_best, stay)
             stay_worst = min(stay_worst, stay)
-            top = max(top, total + bonus)
-        for i in range(beam_size):
-            parent = ints[beam_nodes[i], PARENT]
-            if parent >= 0 and ints[parent, STAMP] == step:
-                ints[parent, KIN] = step
-        n_touched = beam_size
+            # the best bonus any child of this entry can have (a space is bounded separately)
+            best_child = bonus
+            if mode == MODE_WORD and ints[node, LEX] >= 0:
+                best_child = max(bonus, fixed + unk_lookahead)
+            reach[i] = best_child + margin + unk_gain
+            top = max(top, total + max(reach[i], fixed + space_gain))
+            if beam_parent[i] >= 0:
+                child_slot[beam_parent[i] * vocab + last] = i
         floor = stay_best - beam_prune
         if beam_size == beam:
             floor = max(floor, stay_worst)
-        # tokens no hypothesis can extend with and stay above the floor are not tried at all
-        token_floor = max(token_min_logp, floor - top - margin)
+        # tokens no entry can extend with and stay above the floor are not tried at all
+        token_floor = max(token_min_logp, floor - top)
         n_tokens = 0
         for c in range(1, vocab):
-            if row[c] >= token_floor or (c == space and mode == MODE_WORD and row[c] >= token_min_logp):
+            if log_probs[t, c] >= token_floor:
                 tokens[n_tokens] = c
                 n_tokens += 1
         if n_tokens > token_max:  # keep the token_max likeliest (insertion sort: few candidates)
             for i in range(1, n_tokens):
                 c = tokens[i]
                 j = i - 1
-                while j >= 0 and row[tokens[j]] < row[c]:
+                while j >= 0 and log_probs[t, tokens[j]] < log_probs[t, c]:
                     tokens[j + 1] = tokens[j]
                     j -= 1
                 tokens[j + 1] = c
             n_tokens = token_max
-        if count + beam_size * n_tokens > capacity:
-            capacity = 2 * (count + beam_size * n_tokens)
-            ints, floats = _grow(ints, floats, capacity)
-        # Pass 2: extensions by one token. A child in the beam always receives its share (merging);
-        # others are created only if they can clear the floor (`margin`: the most any token can
-        # raise a prefix's LM/lexicon/hotword bonus; a word LM re-scores at spaces, so those pass).
+        # Extensions by one token: merged into the entry that is this child already, else kept as a
+        # candidate if it can clear the floor. The floor rises whenever candidates pile up.
+        n_cand = beam_size
         for i in range(beam_size):
-            node, blank_end, total = beam_nodes[i], beam_blank[i], totals[i]
-            last = ints[node, TOKEN]
-            reach = floats[node, BONUS] + margin
+            node, blank_end, total, last = beam_node[i], beam_blank[i], totals[i], beam_last[i]
+            fixed, entry_reach = floats[node, FIXED], reach[i]
             for j in range(n_tokens):
                 c = tokens[j]
                 source = total
@@ -260,60 +246,141 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
                     if c == space:
                         continue
                     source = blank_end
-                share = source + row[c]
-                hopeless = share + reach < floor and not (c == space and mode == MODE_WORD)
-                if hopeless and ints[node, KIN] != step:  # no child of this node is in the beam
+                share = source + log_probs[t, c]
+                slot = child_slot[i * vocab + c]
+                if slot >= 0:  # the child is in the beam: it gains these paths too
+                    if share > totals[slot]:  # re-timed if they outweigh its earlier ones
+                        ints[beam_node[slot], FRAME] = t
+                    cand_end[slot] = _logaddexp(cand_end[slot], share)
                     continue
-                child = ints[node, CHILD]
-                while child >= 0 and ints[child, TOKEN] != c:
-                    child = ints[child, SIBLING]
-                if hopeless and (child < 0 or ints[child, STAMP] != step):
+                if share + (fixed + space_gain if c == space else entry_reach) < floor:
                     continue
-                if child < 0:
-                    child = _new_node(ints, floats, count, node, c, t, scorer)
-                    count += 1
-                if ints[child, STAMP] != step:
-                    ints[child, STAMP] = step
-                    ints[child, FRAME] = t  # its token is emitted now
-                    floats[child, BLANK_END], floats[child, TOKEN_END] = NEG_INF, share
-                    touched[n_touched] = child
-                    n_touched += 1
-                else:  # in the beam already: re-timed if the new paths outweigh the old ones
-                    if share > floats[child, PREVIOUS]:
-                        ints[child, FRAME] = t
-                    floats[child, TOKEN_END] = _logaddexp(floats[child, TOKEN_END], share)
+                # the child's LM state, lexicon node, hotword state and scores
+                lm_state, lex, hot, child_fixed = ints[node, LM_STATE], ints[node, LEX], ints[node, HOT], fixed
+                if c == space:  # a word ends: lexicon, LM and insertion score
+                    word = -1
+                    if lex >= 0 and has_trie:
+                        word = lex_word[lex]
+                        if word < 0 and has_lexicon:  # a prefix of lexicon words, not one itself
+                            child_fixed += unk_score
+                    if mode == MODE_WORD:
+                        logp, lm_state = _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff,
+                                                   state_parent, unk_logp, lm_state, max(word, 0))  # fmt: skip
+                        child_fixed += lm_weight * logp
+                    child_fixed += word_score
+                    lex = 0
+                elif has_trie and lex >= 0:
+                    child = -1
+                    for k in range(lex_start[lex], lex_start[lex] + lex_count[lex]):
+                        if lex_token[k] == c:
+                            child = lex_node[k]
+                            break
+                    if child < 0 and has_lexicon:
+                        child_fixed += unk_score
+                    lex = child
+                if mode == MODE_CHAR:
+                    logp, lm_state = _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff,
+                                               state_parent, unk_logp, lm_state, token_unit[c])  # fmt: skip
+                    child_fixed += lm_weight * logp
+                hot = hot_goto[hot, c]
+                child_fixed += hot_output[hot]
+                child_bonus = child_fixed + hot_partial[hot]
+                if mode == MODE_WORD and lex != 0:
+                    child_bonus += lm_weight * (lex_smear[lex] if lex > 0 else unk_logp)
+                score = share + child_bonus
+                if score < floor:
+                    continue
+                cand_node[n_cand], cand_parent[n_cand], cand_token[n_cand] = -1, i, c
+                cand_lm[n_cand], cand_lex[n_cand], cand_hot[n_cand] = lm_state, lex, hot
+                cand_fixed[n_cand], cand_bonus[n_cand] = child_fixed, child_bonus
+                cand_blank[n_cand], cand_end[n_cand], cand_score[n_cand] = NEG_INF, share, score
+                n_cand += 1
+                if n_cand >= 4 * beam + beam_size:  # raise the floor to the beam-th best so far
+                    for k in range(beam_size):
+                        cand_score[k] = _logaddexp(cand_blank[k], cand_end[k]) + cand_bonus[k]
+                    floor = max(floor, _kth_largest(cand_score, n_cand, beam, scratch))
+                    kept = beam_size
+                    for k in range(beam_size, n_cand):
+                        if cand_score[k] >= floor:
+                            cand_parent[kept], cand_token[kept] = cand_parent[k], cand_token[k]
+                            cand_lm[kept], cand_lex[kept], cand_hot[kept] = cand_lm[k], cand_lex[k], cand_hot[k]
+                            cand_fixed[kept], cand_bonus[kept] = cand_fixed[k], cand_bonus[k]
+                            cand_end[kept], cand_score[kept] = cand_end[k], cand_score[k]
+                            kept += 1
+                    n_cand = kept
+        for i in range(beam_size):
+            if beam_parent[i] >= 0:
+                child_slot[beam_parent[i] * vocab + beam_last[i]] = -1
+        # Select the beam: everything within beam_prune of the best, at most `beam` of them
         best = NEG_INF
-        for k in range(n_touched):
-            node = touched[k]
-            scores[k] = _logaddexp(floats[node, BLANK_END], floats[node, TOKEN_END]) + floats[node, BONUS]
-            best = max(best, scores[k])
+        for k in range(n_cand):
+            if k < beam_size:
+                cand_score[k] = _logaddexp(cand_blank[k], cand_end[k]) + cand_bonus[k]
+            best = max(best, cand_score[k])
         cut = best - beam_prune
-        if n_touched > beam:
-            cut = max(cut, np.partition(scores[:n_touched], n_touched - beam)[n_touched - beam])
-        beam_size = 0
-        n_above = 0  # hypotheses strictly above the cut all fit; ties at the cut fill what is left
-        for k in range(n_touched):
-            n_above += scores[k] > cut
+        if n_cand > beam:
+            cut = max(cut, _kth_largest(cand_score, n_cand, beam, scratch))
+        n_above = 0  # candidates strictly above the cut all fit; ties at the cut fill what is left
+        for k in range(n_cand):
+            n_above += cand_score[k] > cut
         ties = beam - n_above
-        for k in range(n_touched):
-            keep = scores[k] > cut
-            if not keep and scores[k] == cut and ties > 0:
-                keep, ties = True, ties - 1
-            if keep:
-                node = touched[k]
-                beam_nodes[beam_size] = node
-                beam_blank[beam_size] = floats[node, BLANK_END]
-                beam_token[beam_size] = floats[node, TOKEN_END]
-                beam_size += 1
+        if count + n_cand > capacity:
+            capacity = 2 * (count + n_cand)
+            ints, floats = _grow(ints, floats, capacity)
         step += 1
+        size = 0
+        for k in range(n_cand):
+            keep = cand_score[k] > cut
+            if not keep and cand_score[k] == cut and ties > 0:
+                keep, ties = True, ties - 1
+            if not keep:
+                continue
+            node = cand_node[k]
+            if node < 0:  # a new prefix: now it becomes a node
+                node = count
+                count += 1
+                ints[node, PARENT], ints[node, TOKEN], ints[node, FRAME] = beam_node[cand_parent[k]], cand_token[k], t
+                ints[node, LM_STATE], ints[node, LEX], ints[node, HOT] = cand_lm[k], cand_lex[k], cand_hot[k]
+                floats[node, FIXED], floats[node, BONUS] = cand_fixed[k], cand_bonus[k]
+            ints[node, STAMP], ints[node, SLOT] = step, size
+            scratch[size] = cand_blank[k]
+            cand_score[size] = cand_end[k]
+            cand_node[size] = node
+            size += 1
+        for i in range(size):
+            node = cand_node[i]
+            beam_node[i], beam_blank[i], beam_token[i] = node, scratch[i], cand_score[i]
+            beam_last[i] = ints[node, TOKEN]
+            parent = ints[node, PARENT]
+            beam_parent[i] = ints[parent, SLOT] if parent >= 0 and ints[parent, STAMP] == step else -1
+        beam_size = size
+    # complete hypotheses: the last word closed (unless the prefix ends in a space), then </s>
     final = np.empty(beam_size, np.float64)
     for i in range(beam_size):
-        acoustic = _logaddexp(beam_blank[i], beam_token[i]) + skipped
-        final[i] = acoustic + _final_score(ints, floats, beam_nodes[i], scorer)
+        node = beam_node[i]
+        fixed, lm_state = floats[node, FIXED], ints[node, LM_STATE]
+        if node != 0 and ints[node, TOKEN] != space:
+            lex = ints[node, LEX]
+            word = -1
+            if lex >= 0 and has_trie:
+                word = lex_word[lex]
+                if word < 0 and has_lexicon:
+                    fixed += unk_score
+            if mode == MODE_WORD:
+                logp, lm_state = _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff,
+                                           state_parent, unk_logp, lm_state, max(word, 0))  # fmt: skip
+                fixed += lm_weight * logp
+            fixed += word_score
+            if space >= 0:
+                fixed += hot_output[hot_goto[ints[node, HOT], space]]
+        if mode != MODE_NONE:
+            fixed += lm_weight * _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff,
+                                           state_parent, unk_logp, lm_state, eos)[0]  # fmt: skip
+        final[i] = _logaddexp(beam_blank[i], beam_token[i]) + skipped + fixed
     order = np.argsort(-final)[: min(nbest, beam_size)]
     lengths = np.zeros(len(order), np.int32)
     for rank in range(len(order)):
-        node = beam_nodes[order[rank]]
+        node = beam_node[order[rank]]
         while node > 0:
             lengths[rank] += 1
             node = ints[node, PARENT]
@@ -322,7 +389,7 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
     end = 0
     for rank in range(len(order)):
         end += lengths[rank]
-        position, node = end - 1, beam_nodes[order[rank]]
+        position, node = end - 1, beam_node[order[rank]]
         while node > 0:
             out_tokens[position], out_frames[position] = ints[node, TOKEN], ints[node, FRAME]
             position -= 1
