@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RECOG := $(VENV)/bin/recog
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup train-speech test lint bench-train
+.PHONY: setup train-speech train-handwriting train-handwriting-offline test lint bench-train
 
 setup: $(STAMP)
 
@@ -16,6 +16,14 @@ $(STAMP): requirements.txt pyproject.toml pipelines/setup.sh
 ## Generate the multi-voice corpus (cached), train, evaluate: results in runs/speech/report.json
 train-speech: setup
 	$(PY) -m pipelines.train_speech --config configs/speech.yaml --out runs/speech
+
+## Synthetic ink corpus (cached), online (pen-stroke) model, evaluate: runs/handwriting/report.json
+train-handwriting: setup
+	$(PY) -m pipelines.train_handwriting --config configs/handwriting.yaml --out runs/handwriting
+
+## The same corpus as line images, offline (image) model: runs/handwriting-offline/report.json
+train-handwriting-offline: setup
+	$(PY) -m pipelines.train_handwriting --config configs/handwriting-offline.yaml --out runs/handwriting-offline
 
 test: setup
 	$(PY) -m pytest tests

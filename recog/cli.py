@@ -24,23 +24,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from recog.datasets.manifest import read_manifest
-    from recog.datasets.preflight import preflight
-    from recog.datasets.shards import load_audio
+    from recog.datasets.sets import load_manifest_inputs
     from recog.recognizer import Recognizer
     from recog.report import format_examples, format_table
 
     recognizer = Recognizer.load(args.model)
-    report = {"checkpoint": args.model, "sets": {}}
+    report = {"checkpoint": args.model, "task": recognizer.task, "sets": {}}
     for manifest in args.manifests:
-        utterances = read_manifest(manifest)
-        audio, errors = load_audio(utterances, recognizer.features.config.sample_rate, workers=2)
-        kept, problems = preflight(utterances, audio, errors, recognizer.vocab, lambda samples: 1 << 30)
+        kept, stored, problems = load_manifest_inputs(
+            recognizer.task, manifest, recognizer.vocab, recognizer.features, workers=2
+        )
         for problem in problems:
             print(f"skipped {problem.source}: {problem.reason}", file=sys.stderr)
+        if not kept:
+            print(f"recog: {manifest}: no usable samples", file=sys.stderr)
+            return 2
         kinds = ("greedy", "beam") if args.decoder == "both" else (args.decoder,)
         report["sets"][Path(manifest).stem] = recognizer.evaluate(
-            kept, audio, kinds=kinds, group_by=args.group_by
+            kept, stored, kinds=kinds, group_by=args.group_by
         )
     print(format_table(report))
     print(format_examples(report))
@@ -194,11 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.set_defaults(func=cmd_train)
 
-    evaluate = commands.add_parser("eval", help="WER/CER of a model on JSONL manifests")
+    evaluate = commands.add_parser(
+        "eval", help="WER/CER of a model on JSONL manifests (speech, ink or line-image corpora)"
+    )
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("manifests", nargs="+")
     evaluate.add_argument("--decoder", choices=["greedy", "beam", "both"], default="both")
-    evaluate.add_argument("--group-by", default="voice", help="manifest field to report per group")
+    evaluate.add_argument(
+        "--group-by",
+        help="manifest fields to report per group, first present wins "
+        "(default: voice for speech, style for ink, style,font for images)",
+    )
     evaluate.add_argument("-o", "--output", help="write the report as JSON")
     evaluate.set_defaults(func=cmd_eval)
 

@@ -11,6 +11,11 @@ from typing import Any
 
 import yaml
 
+from recog.features.image import ImageFeatureConfig
+from recog.features.strokes import StrokeFeatureConfig
+
+TASKS = ("speech", "ink", "image")
+
 
 class ConfigError(ValueError):
     """A config value that cannot be used; the message names the key."""
@@ -50,12 +55,32 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class WriterAugmentConfig:
+    """Training-time writer variation for ink (task ink): slant, size, spacing, wobble, jitter, rate."""
+
+    prob: float = 0.9  # share of training samples rewritten by a randomly drawn writer
+    strength: float = 1.0  # 0: as written, 1: the default spread, > 1 harsher
+
+
+@dataclass(frozen=True)
+class PaperAugmentConfig:
+    """Training-time pen, paper and scanner variation for line images (task image)."""
+
+    prob: float = 0.9  # share of training samples degraded by a randomly drawn pen/paper/scan
+    strength: float = 0.7  # 0: as stored, 1: the default spread (stored images are degraded already)
+    stretch: float = 0.1  # horizontal scale exp(N(0, stretch)) of the normalised line (0: off)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     cell: str = "lstm"  # lstm | gru | rnn
     hidden: int = 256
     layers: int = 3
     dropout: float = 0.2
     stack: int = 3  # frames stacked (and subsampled) before the recurrent layers
+    # Convolutional front end (line images): 3x3 conv + ReLU + height pooling per entry, these many
+    # channels; the frames are read as a one-channel (feat, time) image. Empty: no front end.
+    conv_channels: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,8 @@ class DataConfig:
     batch_frames: int = 24000  # feature frames per batch (before stacking)
     max_batch: int = 64
     max_duration: float = 25.0
+    max_frames: int = 0  # handwriting: skip training lines longer than this many feature frames (0: no limit)
+    group_by: str = ""  # manifest fields for per-group rows, first present wins ("": the task's default)
     workers: int = 1
 
 
@@ -107,10 +134,14 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    task: str = "speech"
+    task: str = "speech"  # speech | ink | image: picks the vocabulary, front end and datasets
     data: DataConfig = field(default_factory=DataConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)  # task speech
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # task speech
+    strokes: StrokeFeatureConfig = field(default_factory=StrokeFeatureConfig)  # task ink
+    writer: WriterAugmentConfig = field(default_factory=WriterAugmentConfig)  # task ink
+    image: ImageFeatureConfig = field(default_factory=ImageFeatureConfig)  # task image
+    paper: PaperAugmentConfig = field(default_factory=PaperAugmentConfig)  # task image
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -201,7 +232,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"--set {override!r}: expected key=value")
         key, raw = override.split("=", 1)
         _set_path(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
-    return _build(Config, tree)
+    config = _build(Config, tree)
+    if config.task not in TASKS:
+        raise ConfigError(f"task: expected one of {', '.join(TASKS)}, got {config.task!r}")
+    return config
 
 
 def config_to_dict(config: Any) -> dict:

@@ -1,4 +1,5 @@
-"""The encoder and CTC head: frame stacking -> bidirectional LSTM | GRU | RNN stack -> linear -> log-probs.
+"""The encoder and CTC head: [conv front end] -> frame stacking -> bidirectional LSTM | GRU | RNN stack ->
+linear -> log-probs. The optional convolutional front end (`model.conv_channels`) is for line images.
 
 The backward direction runs on sequences reversed within their own length, so padded batches give
 exactly the outputs of packed sequences without the cost of `pack_padded_sequence` on the CPU.
@@ -35,6 +36,39 @@ def stack_frames(
     return stacked, torch.div(lengths, stack, rounding_mode="floor")
 
 
+class ConvFrontEnd(nn.Module):
+    """Frames read as a one-channel (feat, time) image (a line image's columns): per block a 3x3
+    convolution, ReLU and 2x pooling over the feature axis; the time axis keeps its length.
+    Positions past each sequence's length are zeroed after every block, so a padded batch gives
+    exactly the outputs of the sequences alone."""
+
+    def __init__(self, input_dim: int, channels: tuple[int, ...]):
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        height, previous = input_dim, 1
+        for count in channels:
+            if height < 2:
+                raise ValueError(
+                    f"model.conv_channels: {len(channels)} blocks halve {input_dim} features to 0"
+                )
+            self.blocks.append(nn.Conv2d(previous, count, kernel_size=3, padding=1))
+            previous, height = count, height // 2
+        self.output_dim = previous * height
+        self.norm = nn.LayerNorm(self.output_dim)  # per frame: independent of the batch and its padding
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        steps = torch.arange(frames.shape[1], device=frames.device)
+        mask = (steps.unsqueeze(0) < lengths.to(frames.device).unsqueeze(1)).to(frames.dtype)  # (batch, time)
+        mask = mask[:, None, None, :]
+        image = frames.transpose(1, 2).unsqueeze(1) * mask  # (batch, 1, feat, time)
+        for block in self.blocks:
+            image = torch.relu(block(image))
+            image = nn.functional.max_pool2d(image, kernel_size=(2, 1)) * mask.to(image.dtype)
+        batch, channels, height, time = image.shape
+        frames = image.reshape(batch, channels * height, time).transpose(1, 2)  # (batch, time, chan * feat')
+        return self.norm(frames)
+
+
 class BidirectionalLayer(nn.Module):
     def __init__(self, cell: str, input_size: int, hidden: int):
         super().__init__()
@@ -56,9 +90,11 @@ class CTCModel(nn.Module):
         super().__init__()
         self.config = config
         self.input_dim, self.vocab_size = input_dim, vocab_size
+        self.front = ConvFrontEnd(input_dim, tuple(config.conv_channels)) if config.conv_channels else None
+        frame_dim = self.front.output_dim if self.front is not None else input_dim
         self.layers = nn.ModuleList(
             BidirectionalLayer(
-                config.cell, input_dim * config.stack if i == 0 else 2 * config.hidden, config.hidden
+                config.cell, frame_dim * config.stack if i == 0 else 2 * config.hidden, config.hidden
             )
             for i in range(config.layers)
         )
@@ -69,6 +105,8 @@ class CTCModel(nn.Module):
         return torch.div(lengths, self.config.stack, rounding_mode="floor")
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.front is not None:
+            frames = self.front(frames, lengths)  # (batch, time, channels * feat')
         hidden, lengths = stack_frames(frames, lengths, self.config.stack)  # (batch, time', feat * stack)
         for index, layer in enumerate(self.layers):
             hidden = layer(self.dropout(hidden) if index else hidden, lengths)

@@ -1,4 +1,5 @@
-"""Checkpoint -> features -> model -> decoder: the one code path every CLI and evaluation uses."""
+"""Checkpoint -> features -> model -> decoder: the one code path every CLI and evaluation uses, for
+speech (waveforms), ink (`Ink` pen strokes) and line images (ink maps) alike."""
 
 from __future__ import annotations
 
@@ -11,42 +12,78 @@ import numpy as np
 import torch
 
 from recog.checkpoint import CheckpointError, load_checkpoint
-from recog.config import DecodeConfig, FeatureConfig, ModelConfig, config_from_dict
+from recog.config import Config, DecodeConfig, FeatureConfig, ModelConfig, config_from_dict
+from recog.datasets.handwriting import decode_stored
 from recog.datasets.manifest import Utterance
 from recog.datasets.shards import from_int16
 from recog.decode.beam import BeamDecoder, write_lexicon
 from recog.decode.greedy import GreedyDecoder
 from recog.decode.transcript import FileTranscript, Transcript
+from recog.features.image import ImageFeatureConfig, ImageFeatures
 from recog.features.speech import CMVN, SpeechFeatures
+from recog.features.strokes import StrokeFeatureConfig, StrokeFeatures
 from recog.metrics import ErrorRate
 from recog.model import CTCModel
 from recog.vocab import Vocab
 
+# Manifest fields that name the per-group rows of a report; the first one an utterance has wins.
+DEFAULT_GROUP_BY = {"speech": "voice", "ink": "style", "image": "style,font"}
+FEATURE_TYPES = {
+    "speech": (SpeechFeatures, FeatureConfig),
+    "ink": (StrokeFeatures, StrokeFeatureConfig),
+    "image": (ImageFeatures, ImageFeatureConfig),
+}
+
+
+def build_features(task: str, values) -> SpeechFeatures | StrokeFeatures | ImageFeatures:
+    """The front end of `task` from its config section (a dataclass or the dict a checkpoint holds)."""
+    if task not in FEATURE_TYPES:
+        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(FEATURE_TYPES)}")
+    features, config = FEATURE_TYPES[task]
+    return features(values if isinstance(values, config) else config_from_dict(config, dict(values)))
+
+
+def features_for(config: Config):
+    """The front end a training config asks for."""
+    section = {"speech": config.features, "ink": config.strokes, "image": config.image}[config.task]
+    return build_features(config.task, section)
+
 
 class Recognizer:
-    """A trained speech model ready to decode; `load` reads a checkpoint without executing code."""
+    """A trained model ready to decode; `load` reads a checkpoint without executing code.
+
+    Inputs are what the task's reader gives: float waveforms (speech), `Ink` (ink), ink maps (image).
+    For handwriting, word "times" count output frames (`frame_seconds` is 1)."""
 
     def __init__(
         self,
         model: CTCModel,
         vocab: Vocab,
-        features: SpeechFeatures,
+        features: SpeechFeatures | StrokeFeatures | ImageFeatures,
         cmvn: CMVN,
         decode: DecodeConfig,
         language_model: dict | None = None,
         device: str = "cpu",
+        task: str = "speech",
     ):
         self.model, self.vocab, self.features, self.cmvn = model.eval().to(device), vocab, features, cmvn
         self.decode_config, self.language_model, self.device = decode, language_model, device
-        self.frame_seconds = features.config.hop_length * model.config.stack / features.config.sample_rate
+        self.task = task
+        if task == "speech":
+            self.frame_seconds = features.config.hop_length * model.config.stack / features.config.sample_rate
+        else:
+            self.frame_seconds = 1.0
         self._decoders: dict[str, object] = {}
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
         payload = load_checkpoint(path)
+        task = payload.get("task", "speech")
+        if task not in FEATURE_TYPES:
+            raise CheckpointError(f"{path}: checkpoint of an unknown task {task!r}")
         try:
             vocab = Vocab(payload["vocab"])
-            features = SpeechFeatures(config_from_dict(FeatureConfig, payload["features"]))
+            features = build_features(task, payload["features"])
             model = CTCModel(
                 config_from_dict(ModelConfig, payload["model_config"]), payload["input_dim"], len(vocab)
             )
@@ -57,7 +94,7 @@ class Recognizer:
             raise CheckpointError(
                 f"{path}: checkpoint is incomplete or from an incompatible version ({error})"
             ) from None
-        return cls(model, vocab, features, cmvn, decode, payload.get("language_model"), device)
+        return cls(model, vocab, features, cmvn, decode, payload.get("language_model"), device, task)
 
     def decoder(self, kind: str = "greedy"):
         if kind not in self._decoders:
@@ -89,9 +126,18 @@ class Recognizer:
             paths.append(str(path))
         return paths[0], paths[1]
 
-    def frames(self, samples: np.ndarray) -> torch.Tensor:
-        """(time, feat) normalised feature frames of one waveform (no model: safe in worker processes)."""
-        return self.cmvn(self.features(samples))
+    def frames(self, sample) -> torch.Tensor:
+        """(time, feat) normalised feature frames of one input (no model: safe in worker processes)."""
+        frames = self.features(sample)
+        if isinstance(frames, np.ndarray):
+            frames = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+        return self.cmvn(frames)
+
+    def stored_input(self, stored):
+        """An input as the datasets keep it in memory (int16 audio, ink/png bytes) -> the reader's output."""
+        if self.task == "speech":
+            return from_int16(stored)
+        return decode_stored(self.task, stored)
 
     @torch.inference_mode()
     def forward(self, frames: list[torch.Tensor], precision: str = "fp32") -> list[torch.Tensor]:
@@ -109,9 +155,9 @@ class Recognizer:
         return [log_probs[row, : int(out_lengths[row])].float().cpu() for row in range(len(frames))]
 
     @torch.inference_mode()
-    def log_probs(self, waveforms: list[np.ndarray], batch_frames: int = 60000) -> list[torch.Tensor]:
-        """Per input (time', vocab) log-probs, computed in length-sorted batches."""
-        frames = [self.frames(samples) for samples in waveforms]
+    def log_probs(self, inputs: list, batch_frames: int = 60000) -> list[torch.Tensor]:
+        """Per input (waveform, ink, ink map) (time', vocab) log-probs, computed in length-sorted batches."""
+        frames = [self.frames(sample) for sample in inputs]
         order = sorted(range(len(frames)), key=lambda i: frames[i].shape[0])
         results: list[torch.Tensor | None] = [None] * len(frames)
         start = 0
@@ -167,12 +213,12 @@ class Recognizer:
     def tune_beam(
         self,
         utterances: list[Utterance],
-        audio: dict[str, np.ndarray],
+        stored: dict,
         lm_weights: tuple[float, ...] = (0.5, 1.0, 2.0),
         word_scores: tuple[float, ...] = (-1.0, 0.5, 2.0),
     ) -> dict:
         """Grid-search the LM weight and word insertion score on a (dev) set by WER; keeps the best."""
-        log_probs = self.log_probs([from_int16(audio[u.key]) for u in utterances])
+        log_probs = self.log_probs([self.stored_input(stored[u.key]) for u in utterances])
         results = []
         for lm_weight in lm_weights:
             for word_score in word_scores:
@@ -196,13 +242,16 @@ class Recognizer:
     def evaluate(
         self,
         utterances: list[Utterance],
-        audio: dict[str, np.ndarray],
+        stored: dict,
         kinds=("greedy", "beam"),
-        group_by="voice",
+        group_by: str | None = None,
     ) -> dict:
-        """WER/CER per decoder, overall and per group (e.g. per voice), with a few examples."""
-        waveforms = [from_int16(audio[u.key]) for u in utterances]
-        log_probs = self.log_probs(waveforms)
+        """WER/CER per decoder, overall and per group (voice, style, font: `group_by` names manifest
+        fields, comma separated, the first present wins), with a few examples."""
+        fields = [
+            name.strip() for name in (group_by or DEFAULT_GROUP_BY[self.task]).split(",") if name.strip()
+        ]
+        log_probs = self.log_probs([self.stored_input(stored[u.key]) for u in utterances])
         report = {}
         for kind in kinds:
             if kind == "beam" and not self.language_model and self.decode_config.lexicon:
@@ -211,7 +260,7 @@ class Recognizer:
             overall, groups = ErrorRate(), {}
             for utterance, hypothesis in zip(utterances, hypotheses, strict=True):
                 overall.add(utterance.text, hypothesis.text)
-                group = str(utterance.info.get(group_by, "all"))
+                group = str(next((utterance.info[f] for f in fields if f in utterance.info), "all"))
                 groups.setdefault(group, ErrorRate()).add(utterance.text, hypothesis.text)
             report[kind] = {
                 **overall.as_dict(),

@@ -7,9 +7,10 @@ from pathlib import Path
 
 
 def format_table(report: dict) -> str:
-    """Rows per evaluation set and group (voice), columns greedy/beam WER and CER, in percent."""
+    """Rows per evaluation set and group (voice, style, font), columns greedy/beam WER and CER, in percent."""
+    width = max([10, *(len(name) for name in report.get("sets", {}))])
     lines = [
-        f"{'set':<10} {'group':<28} {'utts':>5}  {'greedy WER':>10} {'greedy CER':>10}  {'beam WER':>9} {'beam CER':>9}"
+        f"{'set':<{width}} {'group':<28} {'utts':>5}  {'greedy WER':>10} {'greedy CER':>10}  {'beam WER':>9} {'beam CER':>9}"
     ]
     lines.append("-" * len(lines[0]))
     for name, result in report.get("sets", {}).items():
@@ -21,7 +22,7 @@ def format_table(report: dict) -> str:
         ]
         for group, g, b in rows:
             lines.append(
-                f"{name:<10} {group:<28} {g.get('utterances', 0):>5}  {_pct(g, 'wer'):>10} {_pct(g, 'cer'):>10}"
+                f"{name:<{width}} {group:<28} {g.get('utterances', 0):>5}  {_pct(g, 'wer'):>10} {_pct(g, 'cer'):>10}"
                 f"  {_pct(b, 'wer'):>9} {_pct(b, 'cer'):>9}"
             )
     return "\n".join(lines)

@@ -18,13 +18,13 @@ from tqdm import tqdm
 from recog.checkpoint import load_checkpoint, save_checkpoint
 from recog.config import Config, TrainConfig, config_to_dict
 from recog.datasets.batching import BucketBatchSampler, collate
+from recog.datasets.handwriting import HandwritingDataset
 from recog.datasets.sets import prepare_corpus, prepare_sets
 from recog.datasets.speech import SpeechDataset, worker_init
 from recog.decode.beam import prepare_language_model
 from recog.distributed import Context, init_distributed, shutdown
-from recog.features.speech import SpeechFeatures
 from recog.model import CTCModel
-from recog.recognizer import Recognizer
+from recog.recognizer import Recognizer, features_for
 from recog.report import format_examples, format_table, plot_curves
 from recog.vocab import Vocab
 
@@ -59,9 +59,7 @@ def cpu_bf16_supported() -> bool:
     return bool(check and check())
 
 
-def model_payload(
-    model: nn.Module, config: Config, vocab: Vocab, features: SpeechFeatures, cmvn, lm: dict | None
-) -> dict:
+def model_payload(model: nn.Module, config: Config, vocab: Vocab, features, cmvn, lm: dict | None) -> dict:
     """Everything inference needs, as tensors and plain data."""
     return {
         "task": config.task,
@@ -81,11 +79,11 @@ class Trainer:
     def __init__(self, config: Config, out_dir: Path, context: Context):
         self.config, self.out_dir, self.context = config, out_dir, context
         self.metrics_path = out_dir / "metrics.jsonl"
-        self.vocab = Vocab.speech()
-        self.features = SpeechFeatures(config.features)
+        self.vocab = Vocab.for_task(config.task)
+        self.features = features_for(config)
         sets = prepare_sets(config, out_dir, self.vocab, self.features, context)
-        self.train_set: SpeechDataset = sets["train"]
-        self.dev_set: SpeechDataset = sets["dev"]
+        self.train_set: SpeechDataset | HandwritingDataset = sets["train"]
+        self.dev_set: SpeechDataset | HandwritingDataset = sets["dev"]
         self.cmvn, self.lm_sentences = sets["cmvn"], sets["lm_sentences"]
         self.device = context.device
         self.model = CTCModel(config.model, self.features.dim, len(self.vocab)).to(self.device)
@@ -202,7 +200,7 @@ class Trainer:
             return None, norm
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return float(loss), norm
+        return float(loss.detach()), norm
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate_dev(self) -> bool:
@@ -212,11 +210,17 @@ class Trainer:
         if self.context.main:
             self.model.eval()
             recognizer = Recognizer(
-                self.model, self.vocab, self.features, self.cmvn, self.config.decode, None, str(self.device)
+                self.model,
+                self.vocab,
+                self.features,
+                self.cmvn,
+                self.config.decode,
+                None,
+                str(self.device),
+                self.config.task,
             )
-            result = recognizer.evaluate(self.dev_set.utterances, self.dev_set.audio, kinds=("greedy",))[
-                "greedy"
-            ]
+            stored = self.dev_set.audio if isinstance(self.dev_set, SpeechDataset) else self.dev_set.stored
+            result = recognizer.evaluate(self.dev_set.utterances, stored, kinds=("greedy",))["greedy"]
             self.model.train()
             blank = sum(1 for e in result["examples"] if not e["hyp"])
             all_blank = result["cer"] >= 0.999 or blank == len(result["examples"])
@@ -398,8 +402,8 @@ def final_report(trainer: Trainer, config: Config, out_dir: Path, sets: dict) ->
             f"beam search tuned on {tune_on}: lm_weight {best['lm_weight']}, word_score {best['word_score']} "
             f"(dev WER {100 * best['wer']:.1f}%)"
         )
-    for name, (utterances, audio) in sets.items():
-        report["sets"][name] = recognizer.evaluate(utterances, audio)
+    for name, (utterances, stored) in sets.items():
+        report["sets"][name] = recognizer.evaluate(utterances, stored, group_by=config.data.group_by or None)
     report["preflight"] = (
         json.loads((out_dir / "preflight.json").read_text()) if (out_dir / "preflight.json").exists() else {}
     )
@@ -431,7 +435,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> dict | N
             trainer.language_model = language_model_assets(trainer, out_dir)
             (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
             trainer.log(
-                f"{len(trainer.train_set)} training utterances, {len(trainer.sampler)} batches per epoch, "
+                f"{len(trainer.train_set)} training {'utterances' if config.task == 'speech' else 'lines'}, {len(trainer.sampler)} batches per epoch, "
                 f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f}M parameters, "
                 f"device {context.device}{', bf16 autocast' if trainer.use_cpu_bf16 else ''}"
                 f"{', AMP' if trainer.use_cuda_amp else ''}, {context.world_size} process(es)"

@@ -6,6 +6,8 @@ from collections.abc import Iterable, Sequence
 
 BLANK = "<blank>"
 SPEECH_CHARS = " 'abcdefghijklmnopqrstuvwxyz"
+# The handwriting corpora write the same normalised text (lower case, apostrophe) as speech.
+TASK_CHARS = {"speech": SPEECH_CHARS, "ink": SPEECH_CHARS, "image": SPEECH_CHARS}
 
 
 class Vocab:
@@ -24,6 +26,12 @@ class Vocab:
     @classmethod
     def speech(cls) -> Vocab:
         return cls(SPEECH_CHARS)
+
+    @classmethod
+    def for_task(cls, task: str) -> Vocab:
+        if task not in TASK_CHARS:
+            raise ValueError(f"no vocabulary for task {task!r}: expected one of {', '.join(TASK_CHARS)}")
+        return cls(TASK_CHARS[task])
 
     def __len__(self) -> int:
         return len(self.tokens)

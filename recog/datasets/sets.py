@@ -1,4 +1,5 @@
-"""Building the training, dev and evaluation sets from a corpus folder (JSONL manifests + shards)."""
+"""Building the training, dev and evaluation sets from a corpus folder (JSONL manifests + shards), for
+speech (audio) and handwriting (ink, line images) alike."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from recog.config import Config, DataConfig
+from recog.datasets.handwriting import HandwritingDataset, load_samples, preflight_samples
 from recog.datasets.manifest import Utterance, read_manifest
-from recog.datasets.preflight import preflight, write_report
+from recog.datasets.preflight import Problem, preflight, write_report
 from recog.datasets.shards import from_int16, load_audio
 from recog.datasets.speech import SpeechDataset
 from recog.features.speech import CMVN, SpeechFeatures
@@ -66,24 +68,83 @@ def _load_checked(
         config.data.max_duration if for_training else 0.0,
         features.config.sample_rate,
     )
-    name = Path(manifest).stem
-    summary = write_report(problems, len(utterances), out_dir / f"preflight-{name}.jsonl", name)
+    summary = _report(problems, len(utterances), out_dir, Path(manifest).stem)
+    kept_keys = {u.key for u in kept}
+    audio = {key: samples for key, samples in audio.items() if key in kept_keys}
+    return kept, audio, summary
+
+
+def _report(problems: list[Problem], total: int, out_dir: Path, name: str) -> dict:
+    """Write preflight-NAME.jsonl and tell the user what was skipped and why."""
+    summary = write_report(problems, total, out_dir / f"preflight-{name}.jsonl", name)
     if problems:
         print(
-            f"[preflight] {name}: skipped {len(problems)} of {len(utterances)} samples "
+            f"[preflight] {name}: skipped {len(problems)} of {total} samples "
             f"({', '.join(f'{n} {k}' for k, n in summary['by_reason'].items())}); "
             f"details in {out_dir / f'preflight-{name}.jsonl'}",
             file=sys.stderr,
         )
         for problem in problems[:5]:
             print(f"[preflight]   {problem.source}: {problem.reason}", file=sys.stderr)
-    kept_keys = {u.key for u in kept}
-    audio = {key: samples for key, samples in audio.items() if key in kept_keys}
-    return kept, audio, summary
+    return summary
 
 
-def prepare_sets(config: Config, out_dir: Path, vocab: Vocab, features: SpeechFeatures, context) -> dict:
+def _load_handwriting(
+    config: Config, manifest: str, out_dir: Path, vocab: Vocab, features, for_training: bool
+) -> tuple[list[Utterance], dict[str, bytes], dict, object]:
+    """Ink or line-image samples of one manifest after preflight, and their loading results."""
+    utterances = read_manifest(Path(config.data.root) / manifest)
+    workers = max(1, min(os.cpu_count() or 1, 4))
+    stats = 2000 if for_training else 0  # normalisation statistics from a random 2000 training lines
+    loaded = load_samples(utterances, config.task, features.config, workers, stats, config.train.seed)
+    kept, problems = preflight_samples(
+        utterances,
+        loaded,
+        vocab,
+        stack=config.model.stack if for_training else 0,
+        max_frames=config.data.max_frames if for_training else 0,
+    )
+    summary = _report(problems, len(utterances), out_dir, Path(manifest).stem)
+    stored = {u.key: loaded.stored[u.key] for u in kept}
+    return kept, stored, summary, loaded
+
+
+def _prepare_handwriting(config: Config, out_dir: Path, vocab: Vocab, features, context) -> dict:
+    train, train_stored, train_summary, loaded = _load_handwriting(
+        config, config.data.train, out_dir, vocab, features, True
+    )
+    dev, dev_stored, dev_summary, dev_loaded = _load_handwriting(
+        config, config.data.dev, out_dir, vocab, features, False
+    )
+    if not train:
+        raise CorpusError(
+            f"{config.data.root}/{config.data.train}: no usable training samples (see preflight report)"
+        )
+    if context.main:
+        (out_dir / "preflight.json").write_text(
+            json.dumps({"train": train_summary, "dev": dev_summary}, indent=2)
+        )
+    cmvn = loaded.cmvn("global")
+    augment = config.writer if config.task == "ink" else config.paper
+    sentences = [u.text for u in train]
+    if config.data.lm_text:
+        extra = Path(config.data.root) / config.data.lm_text
+        sentences += [line.strip() for line in extra.read_text().splitlines() if line.strip()]
+    common = dict(vocab=vocab, features=features, cmvn=cmvn, stack=config.model.stack)
+    return {
+        "train": HandwritingDataset(
+            config.task, train, train_stored, loaded.frames, augment=augment, seed=config.train.seed, **common
+        ),
+        "dev": HandwritingDataset(config.task, dev, dev_stored, dev_loaded.frames, **common),
+        "cmvn": cmvn,
+        "lm_sentences": sentences,
+    }
+
+
+def prepare_sets(config: Config, out_dir: Path, vocab: Vocab, features, context) -> dict:
     """Train and dev datasets after preflight, CMVN statistics from train, and the LM text."""
+    if config.task != "speech":
+        return _prepare_handwriting(config, out_dir, vocab, features, context)
     train, train_audio, train_summary = _load_checked(
         config, config.data.train, out_dir, vocab, features, True
     )
@@ -112,7 +173,26 @@ def prepare_sets(config: Config, out_dir: Path, vocab: Vocab, features: SpeechFe
 
 
 def load_eval_set(
-    config: Config, manifest: str, out_dir: Path, vocab: Vocab, features: SpeechFeatures
-) -> tuple[list[Utterance], dict[str, np.ndarray]]:
+    config: Config, manifest: str, out_dir: Path, vocab: Vocab, features
+) -> tuple[list[Utterance], dict]:
+    """(utterances, key -> stored input: int16 audio, or ink/png bytes) of one evaluation manifest."""
+    if config.task != "speech":
+        utterances, stored, _, _ = _load_handwriting(config, manifest, out_dir, vocab, features, False)
+        return utterances, stored
     utterances, audio, _ = _load_checked(config, manifest, out_dir, vocab, features, False)
     return utterances, audio
+
+
+def load_manifest_inputs(
+    task: str, manifest: str | Path, vocab: Vocab, features, workers: int = 2
+) -> tuple[list[Utterance], dict, list[Problem]]:
+    """Any manifest for evaluation outside training (`recog eval`): usable utterances, their stored
+    inputs, and what was skipped (unreadable, characters outside the vocabulary)."""
+    utterances = read_manifest(manifest)
+    if task == "speech":
+        audio, errors = load_audio(utterances, features.config.sample_rate, workers=workers)
+        kept, problems = preflight(utterances, audio, errors, vocab, lambda samples: 1 << 30)
+        return kept, audio, problems
+    loaded = load_samples(utterances, task, features.config, workers)
+    kept, problems = preflight_samples(utterances, loaded, vocab, stack=0)
+    return kept, {u.key: loaded.stored[u.key] for u in kept}, problems

@@ -165,3 +165,33 @@ def degrade(ink: np.ndarray, style: PaperStyle, rng: np.random.Generator) -> np.
     if style.grain > 0:
         out += rng.normal(0, style.grain, ink.shape).astype(np.float32)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------- helpers for training and reading
+def stretch_width(line: np.ndarray, factor: float) -> np.ndarray:
+    """A normalised (height, width) line scaled horizontally by `factor` (letters wider or narrower)."""
+    height, width = line.shape
+    new_width = max(1, int(round(width * factor)))
+    if new_width == width:
+        return line
+    image = Image.fromarray(np.ascontiguousarray(line, dtype=np.float32))
+    return np.asarray(image.resize((new_width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def column_sources(ink: np.ndarray, config: ImageFeatureConfig) -> tuple[np.ndarray, int, int]:
+    """For each frame (column) of `ImageFeatures(config)(ink)`, the x coordinate in `ink`'s own pixels
+    that its centre came from (padding columns extrapolate past the ink); and the ink's first and
+    one-past-last column. With `deskew` the small rotation is not undone: columns are mapped through
+    the crop and the scale only."""
+    ink = stretch_contrast(np.asarray(ink, dtype=np.float32))
+    columns = np.flatnonzero((ink > 0.25).any(axis=0))
+    rows = np.flatnonzero((ink > 0.25).any(axis=1))
+    if len(rows) == 0:
+        left, width, height = 0, ink.shape[1], ink.shape[0]
+    else:
+        left, width = int(columns[0]), int(columns[-1] - columns[0] + 1)
+        height = int(rows[-1] - rows[0] + 1)
+    scaled = max(1, int(round(width * config.height / height)))
+    pad = int(round(config.pad * config.height))
+    centres = np.arange(scaled + 2 * pad, dtype=np.float64) - pad + 0.5
+    return left + centres * (width / scaled) - 0.5, left, left + width

@@ -305,3 +305,62 @@ class StrokeFeatures:
         normalised = normalise(changed, config.deskew, config.deslant)
         resampled, _ = resample(normalised, config.step * style.rate)
         return point_features(resampled, config.max_jump)
+
+
+def input_point_indices(ink: Ink, sources: np.ndarray) -> np.ndarray:
+    """Map `StrokeFeatures.frames_and_points` sources (indices into the de-duplicated points that
+    normalisation keeps) to indices into `ink.points()` as it was given."""
+    kept, offset = [], 0
+    for stroke in ink.strokes:
+        kept.append(offset + np.flatnonzero(_dedupe_mask(stroke)))
+        offset += len(stroke)
+    kept_points = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    return kept_points[np.asarray(sources, dtype=np.int64)]
+
+
+def _resample_counts(arc: np.ndarray, sizes: np.ndarray, step: float) -> np.ndarray:
+    """Points `resample_stroke` gives each stroke, from its arc length and number of points."""
+    counts = np.maximum(2, np.ceil(arc / step).astype(np.int64) + 1)
+    return np.where((sizes < 2) | (arc <= 0), 1, counts)
+
+
+def frame_count(ink: Ink, config: StrokeFeatureConfig) -> int:
+    """The number of frames `StrokeFeatures(config)(ink)` gives, computed with whole-ink array operations
+    instead of per-stroke ones (~10x faster): length bucketing and CTC checks for a large corpus."""
+    points, ids = ink.points(), ink.stroke_ids()
+    same = ids[1:] == ids[:-1]
+    keep = np.concatenate([[True], ~same | np.any(np.diff(points, axis=0) != 0, axis=1)])
+    points, ids = points[keep], ids[keep]
+    strokes = len(ink.strokes)
+    sizes = np.bincount(ids, minlength=strokes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    same = ids[1:] == ids[:-1]
+    segment = np.where(same, np.hypot(*np.diff(points, axis=0).T), 0.0)
+    # Dense points every size/400 along each stroke (as `_dense_points`): one interpolation over the
+    # whole ink, strokes laid end to end with a unit gap so no target falls between two strokes.
+    step = float(max(points.max(axis=0) - points.min(axis=0))) or 1.0
+    step /= 400.0
+    arc = np.bincount(ids[1:][same], weights=segment[same], minlength=strokes)
+    dense_counts = _resample_counts(arc, sizes, step)
+    position = np.concatenate([[0.0], np.cumsum(np.where(same, segment, 1.0))])
+    base = position[starts]
+    dense_ids = np.repeat(np.arange(strokes), dense_counts)
+    first = np.concatenate([[0], np.cumsum(dense_counts)[:-1]])
+    rank = np.arange(len(dense_ids)) - first[dense_ids]
+    fraction = rank / np.maximum(dense_counts[dense_ids] - 1, 1)
+    targets = base[dense_ids] + np.where(dense_counts[dense_ids] > 1, fraction * arc[dense_ids], 0.0)
+    dense = np.stack([np.interp(targets, position, points[:, k]) for k in range(2)], axis=1)
+    centre = dense.mean(axis=0)
+    transform = np.eye(2)
+    if config.deskew:
+        angle = estimate_skew(dense)
+        cos, sin = np.cos(-angle), np.sin(-angle)
+        transform = np.array([[cos, -sin], [sin, cos]])
+    if config.deslant:
+        slant = estimate_slant((dense - centre) @ transform.T, dense_ids)
+        transform = np.array([[1.0, -slant], [0.0, 1.0]]) @ transform
+    top, bottom = estimate_core(((dense - centre) @ transform.T)[:, 1])
+    height = max(bottom - top, 1e-9)
+    moved = np.diff(points, axis=0)[same] @ transform.T / height
+    arc = np.bincount(ids[1:][same], weights=np.hypot(moved[:, 0], moved[:, 1]), minlength=strokes)
+    return int(_resample_counts(arc, sizes, config.step).sum())
