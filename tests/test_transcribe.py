@@ -33,7 +33,7 @@ from recog.features.speech import CMVN, SpeechFeatures
 from recog.metrics import ErrorRate
 from recog.model import CTCModel, stack_frames
 from recog.recognizer import Recognizer
-from recog.transcribe import BatchReader, Ledger, Options, collect_sources, merge, read_records, run
+from recog.transcribe import BatchReader, Ledger, Options, collect_sources, merge, plan, read_records, run
 from recog.vocab import Vocab
 
 TINY = "configs/speech-tiny.yaml"
@@ -163,7 +163,8 @@ def test_word_times_match_known_boundaries_whole_and_chunked(segments_recognizer
 
 def cuts(path: Path, chunk_seconds: float) -> list[tuple[float, bool]]:
     """Where the engine cuts a recording into pieces of about `chunk_seconds`, and if each is a pause."""
-    reader = BatchReader(SimpleNamespace(device="cpu"), [], [], Options(chunk_seconds=chunk_seconds))
+    options = Options(chunk_seconds=chunk_seconds)
+    reader = BatchReader(SimpleNamespace(device="cpu"), plan({}, [], options), options)
     duration = soundfile.info(path).duration
     parts = math.ceil(duration / chunk_seconds)
     return [reader.cut(str(path), k * duration / parts) for k in range(1, parts)]
@@ -239,6 +240,39 @@ def test_sources_from_folders_lists_and_manifests(tmp_path):
     assert [s.name for s in sources] == ["one", "one.wav", "missing"]  # per-file outputs never collide
     (manifest,) = collect_sources([str(tmp_path / "set.jsonl")])
     assert manifest.path == str(tmp_path / "b/two.wav") and manifest.reference == "two"
+
+
+def test_the_plan_batches_longest_first_within_the_padded_budget_and_keeps_paths_exact():
+    paths = ["a.wav", "ünïcode/ß.flac", "c.wav", "d.wav", "long.wav"]
+    durations = {0: 4.0, 1: 9.0, 2: 3.0, 3: 8.5, 4: 70.0}
+    options = Options(batch_seconds=20.0, chunk_seconds=30.0, overlap_seconds=2.0)
+    batches = plan(durations, paths, options)
+    # the 70 s file is cut into 3 pieces costing 70 / 3 + 2 * 2 s each: one per batch, over budget alone
+    pieces = [[(p.index, p.part, p.parts) for p in batches.batch(n)] for n in range(len(batches))]
+    assert pieces == [[(4, 0, 3)], [(4, 1, 3)], [(4, 2, 3)], [(1, 0, 1), (3, 0, 1)], [(0, 0, 1), (2, 0, 1)]]
+    for number in range(len(batches)):
+        batch = batches.batch(number)
+        cost = max(p.duration / p.parts + (4.0 if p.parts > 1 else 0.0) for p in batch)
+        assert len(batch) == 1 or cost * len(batch) <= options.batch_seconds
+    assert [batches.path(index) for index in range(len(paths))] == paths
+    assert len(plan({}, [], options)) == 0
+    # the plan a forked worker inherits is flat arrays: no Python object per file or piece
+    assert {type(value) for value in vars(batches).values()} <= {np.ndarray, bytes}
+
+
+def test_merge_keeps_one_line_per_file_a_success_over_an_error_in_the_given_order(tmp_path):
+    def line(path, error=None):
+        record = {"path": path, "text": None if error else f"text of {path}", "words": [], "error": error}
+        return json.dumps(record) + "\n"
+
+    output, part = tmp_path / "out.jsonl", tmp_path / "out.jsonl.part0of2"
+    output.write_text(line("b.wav", "b.wav: bad") + "garbage\n" + line("a.wav"))
+    part.write_text(line("c.wav") + line("b.wav") + line("a.wav", "a.wav: bad") + '{"path": "d.w')
+    assert merge(output, [part], ["a.wav", "b.wav", "c.wav"]) == 3
+    assert output.read_text() == line("a.wav") + line("b.wav") + line("c.wav")
+    assert not part.exists()
+    unchanged = output.stat().st_mtime_ns
+    assert merge(output, [], ["a.wav", "b.wav", "c.wav"]) == 3 and output.stat().st_mtime_ns == unchanged
 
 
 # ---------------------------------------------------------------- with a (tiny) trained model
@@ -434,6 +468,32 @@ def test_references_give_a_wer_cer_report(tiny_model, sentences, tmp_path):
         expected.add(" ".join(reference.lower().replace(",", " ").replace("!", " ").split()), transcript.text)
     assert summary.scores["wer"] == pytest.approx(expected.wer) and summary.scores["utterances"] == 3
     assert summary.scores["cer"] == pytest.approx(expected.cer)
+
+
+def test_txt_outputs_never_overwrite_the_txt_references_they_are_scored_against(
+    tiny_model, sentences, tmp_path
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for sentence in sentences:
+        (folder / sentence.name).write_bytes(sentence.read_bytes())
+        (folder / sentence.with_suffix(".txt").name).write_text(f"reference of {sentence.stem}\n")
+    before = {path.name: path.read_text() for path in folder.glob("*.txt")}
+    out = folder / "out.jsonl"
+    args = ["transcribe", "--model", str(tiny_model), str(folder), "-o", str(out), "--ref", "txt"]
+    refused = run_recog(*args, "--format", "jsonl,txt", "--workers", "0", check=False, timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "--format txt would overwrite the reference" in refused.stderr and "--out-dir" in refused.stderr
+    assert {path.name: path.read_text() for path in folder.glob("*.txt")} == before and not out.exists()
+    elsewhere = tmp_path / "texts"
+    summary = run(
+        Recognizer.load(tiny_model),
+        [str(folder)],
+        Options(output=str(out), formats=("txt",), out_dir=str(elsewhere), references="txt", workers=0),
+    )
+    assert {path.name: path.read_text() for path in folder.glob("*.txt")} == before
+    assert sorted(path.name for path in elsewhere.iterdir()) == sorted(before)
+    assert summary.scores["utterances"] == 3
 
 
 def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(sentences):
