@@ -34,11 +34,27 @@ from recog.vocab import Vocab  # noqa: E402
 
 VOCAB = Vocab.speech()
 # Pruning per decoder, chosen as fast as each goes without losing accuracy on these inputs (see README).
-OURS = {"token_min_logp": -8.0, "blank_skip_threshold": 0.999, "beam_prune": 20.0}
+# flashlight: per (beam, LM), the fastest of beam_size_token 1/2/3/5/8/29 x beam_threshold 6/10/15/20/30
+# whose WER on the speech dev set is within 0.002 of the best of them (without an LM every setting
+# gives the greedy WER, so the fastest is beam_size_token 1). pyctcdecode: not re-tuned this round.
+# recog: the same rule over beam_prune 20/10/7, token_min_logp -8/-6/-5, blank_skip 0.999/0.99/0.95
+OURS = {
+    False: {"token_min_logp": -6.0, "blank_skip_threshold": 0.999, "beam_prune": 10.0},
+    True: {"token_min_logp": -8.0, "blank_skip_threshold": 0.999, "beam_prune": 10.0},
+}
 PYCTC = {"token_min_logp": -8.0, "beam_prune_logp": -10.0}
-FLASHLIGHT = {"beam_size_token": 8, "beam_threshold": 20.0}
+FLASHLIGHT = {
+    (10, False): {"beam_size_token": 1, "beam_threshold": 20.0},
+    (25, False): {"beam_size_token": 1, "beam_threshold": 20.0},
+    (100, False): {"beam_size_token": 1, "beam_threshold": 10.0},
+    (10, True): {"beam_size_token": 5, "beam_threshold": 30.0},
+    (25, True): {"beam_size_token": 5, "beam_threshold": 20.0},
+    (100, True): {"beam_size_token": 29, "beam_threshold": 10.0},
+}
+FLASHLIGHT_OTHER = {"beam_size_token": 8, "beam_threshold": 20.0}  # beams not tuned above
 FAST_CTC = {"beam_cut_threshold": 1e-4}
-SPEECH_WEIGHTS = (0.5, -1.0)  # LM weight, word score: recog lm tune on dev
+# speech: LM weight, word score, unknown-word score, from a grid on the dev set (beams 25 and 100)
+SPEECH_WEIGHTS = (0.6, 0.0, -14.0)
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -85,7 +101,7 @@ def synthetic(utterances: int, frames: int, seed: int = 0) -> dict:
         log_probs.append(np.ascontiguousarray(logits, dtype=np.float32))
     lm = NGramLM.build(lm_text, order=3)
     lexicon = sorted({word for line in lm_text for word in line.split()})
-    return {"log_probs": log_probs, "texts": texts, "lm": lm, "lexicon": lexicon, "weights": (0.8, 1.0)}
+    return {"log_probs": log_probs, "texts": texts, "lm": lm, "lexicon": lexicon, "weights": (0.8, 1.0, -10.0)}
 
 
 def speech(model: Path, manifest: Path, cache: Path, limit: int | None) -> dict | None:
@@ -164,7 +180,7 @@ def _text_stream(text: str):
 
 # -- decoders: each a function log_probs -> text ----------------------------------------------------
 def ours(beam: int, data: dict, with_lm: bool):
-    lm_weight, word_score = data["weights"]
+    lm_weight, word_score, unk_score = data["weights"]
     decoder = CTCBeamDecoder(
         VOCAB,
         lm=data["lm"] if with_lm else None,
@@ -172,7 +188,8 @@ def ours(beam: int, data: dict, with_lm: bool):
         beam=beam,
         lm_weight=lm_weight,
         word_score=word_score if with_lm else 0.0,
-        **OURS,
+        unk_score=unk_score,
+        **OURS[with_lm],
     )
     return lambda log_probs: decoder(log_probs)[0].text
 
@@ -183,7 +200,7 @@ def flashlight(beam: int, data: dict, with_lm: bool, folder: Path):
 
     tokens = ["-"] + ["|" if char == " " else char for char in VOCAB.chars]
     lexicon = arpa = None
-    lm_weight, word_score = data.get("flashlight_weights", data["weights"])
+    lm_weight, word_score = data.get("flashlight_weights", data["weights"][:2])
     if with_lm:
         arpa, lexicon = _lm_files(data, folder)
         lm_weight = lm_weight if "flashlight_weights" in data else lm_weight * math.log(10)
@@ -197,7 +214,7 @@ def flashlight(beam: int, data: dict, with_lm: bool, folder: Path):
         sil_score=0.0,
         blank_token="-",
         sil_token="|",
-        **FLASHLIGHT,
+        **FLASHLIGHT.get((beam, with_lm), FLASHLIGHT_OTHER),
     )
 
     def decode(log_probs: np.ndarray) -> str:
@@ -215,7 +232,7 @@ def pyctcdecode(beam: int, data: dict, with_lm: bool, folder: Path):
     from pyctcdecode import build_ctcdecoder
 
     labels = ["", *VOCAB.chars]
-    lm_weight, word_score = data["weights"]
+    lm_weight, word_score = data["weights"][:2]
     if with_lm:
         arpa, _ = _lm_files(data, folder)
         decoder = build_ctcdecoder(
@@ -293,9 +310,9 @@ def main() -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "date": time.strftime("%Y-%m-%d"),
         "pruning": {
-            "recog": OURS,
+            "recog": {"LM" if lm else "no LM": v for lm, v in OURS.items()},
             "pyctcdecode": PYCTC,
-            "flashlight": FLASHLIGHT,
+            "flashlight": {f"beam {b}, {'LM' if lm else 'no LM'}": v for (b, lm), v in FLASHLIGHT.items()},
             "fast-ctc-decode": FAST_CTC,
         },
         "inputs": {},
@@ -309,6 +326,8 @@ def main() -> int:
             entry = results["inputs"][kind] = {
                 "utterances": len(data["log_probs"]),
                 "frames": frames,
+                "weights (lm_weight, word_score, unk_score)": data["weights"],
+                "model_sha1": data.get("model_sha1"),
                 "runs": [],
             }
             greedy = measure(_greedy, data["log_probs"], data["texts"])

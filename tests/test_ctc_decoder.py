@@ -99,6 +99,49 @@ def test_agrees_with_brute_force_on_tiny_inputs(seed):
         assert hypothesis.score == pytest.approx(logp, abs=1e-4)
 
 
+def reference_beam_search(log_probs: np.ndarray, beam: int, space: int) -> tuple[float, list[int]]:
+    """Textbook CTC prefix beam search, every prefix extended by every token, the `beam` best kept
+    (spaces never double; a leading space adds nothing)."""
+    add = np.logaddexp
+    beams: dict[tuple, tuple[float, float]] = {(): (0.0, -np.inf)}  # prefix -> (ends in blank, in token)
+    for row in log_probs.astype(np.float64):
+        grown: dict[tuple, list[float]] = {}
+
+        def paths(prefix: tuple) -> list[float]:
+            return grown.setdefault(prefix, [-np.inf, -np.inf])
+
+        for prefix, (blank, token) in beams.items():
+            total, last = add(blank, token), prefix[-1] if prefix else space
+            stay = paths(prefix)
+            stay[0] = add(stay[0], total + row[0])
+            stay[1] = add(stay[1], token + row[last])
+            if last == space:
+                stay[1] = add(stay[1], blank + row[space])
+            for c in range(1, len(row)):
+                if c == last and c == space:
+                    continue
+                child = paths((*prefix, c))
+                child[1] = add(child[1], (blank if c == last else total) + row[c])
+        ranked = sorted(grown.items(), key=lambda item: -add(*item[1]))[:beam]
+        beams = {prefix: (blank, token) for prefix, (blank, token) in ranked}
+    prefix, (blank, token) = max(beams.items(), key=lambda item: add(*item[1]))
+    return float(add(blank, token)), list(prefix)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_narrow_beam_agrees_with_the_textbook_search(seed):
+    # the floor, token pruning and deferred nodes must not change which prefixes survive (a narrow beam
+    # over long inputs prunes on every frame; a regression once dropped merges into surviving prefixes)
+    vocab = Vocab(" ab")
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2.0, (30, len(vocab)))
+    log_probs = (logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32)
+    score, ids = reference_beam_search(log_probs, 3, vocab.tokens.index(" "))
+    transcript = CTCBeamDecoder(vocab, beam=3, **EXACT)(log_probs)[0]
+    assert transcript.text == " ".join(vocab.decode(ids).split())
+    assert transcript.score == pytest.approx(score, abs=1e-6)
+
+
 def test_pruning_keeps_the_answer_on_peaked_input_and_batches_match():
     rng = np.random.default_rng(0)
     texts = ["the cat sat", "a dog ran on", "set the table"]

@@ -102,7 +102,7 @@ class CTCBeamDecoder:
         if log_probs.shape[1] != len(self.vocab):
             raise ValueError(f"log-probs have {log_probs.shape[1]} classes, the vocabulary {len(self.vocab)}")
         threshold = options.blank_skip_threshold
-        scores, lengths, tokens, frames = beam_search(
+        scores, lengths, tokens, frames, probs = beam_search(
             log_probs,
             options.beam,
             options.token_min_logp,
@@ -112,31 +112,29 @@ class CTCBeamDecoder:
             1 if options.nbest == 1 else options.beam,  # prefixes differing in a trailing space share a text
             self._scorer,
         )
+        tokens, frames, probs = tokens.tolist(), frames.tolist(), probs.tolist()
         results, seen, start = [], set(), 0
         for score, length in zip(scores.tolist(), lengths.tolist(), strict=True):
-            ids, at = tokens[start : start + length], frames[start : start + length]
-            start += length
-            transcript = self._transcript(log_probs, ids, at, score)
+            end = start + length
+            transcript = self._transcript(tokens[start:end], frames[start:end], probs[start:end], score)
+            start = end
             if transcript.text not in seen:
                 seen.add(transcript.text)
                 results.append(transcript)
         return results[: options.nbest] or [Transcript("", 0.0, [])]
 
-    def _transcript(self, log_probs: np.ndarray, ids: np.ndarray, at: np.ndarray, score: float) -> Transcript:
+    def _transcript(self, ids: list[int], at: list[int], posteriors: list[float], score: float) -> Transcript:
         """Words split on spaces; a word spans its first character's frame to one after its last, and
         its confidence is the mean posterior of its characters on the frames that emitted them."""
-        posteriors = np.exp(log_probs[at, ids]).tolist() if len(ids) else []
-        ids, at, tokens = ids.tolist(), at.tolist(), self.vocab.tokens
-        words, begin, seconds = [], 0, self.frame_seconds
-        ends = [i for i, token in enumerate(ids) if token == self.space]
-        for end in [*ends, len(ids)]:
+        tokens, seconds, words, begin = self.vocab.tokens, self.frame_seconds, [], 0
+        for end in [*(i for i, token in enumerate(ids) if token == self.space), len(ids)]:
             if end > begin:
                 text = "".join([tokens[i] for i in ids[begin:end]])
                 confidence = sum(posteriors[begin:end]) / (end - begin)
                 words.append(Word(text, round(at[begin] * seconds, 3), round((at[end - 1] + 1) * seconds, 3),
                                   round(confidence, 4)))  # fmt: skip
             begin = end + 1
-        text = " ".join(word.word for word in words) if self.space >= 0 else self.vocab.decode(ids)
+        text = " ".join([word.word for word in words]) if self.space >= 0 else self.vocab.decode(ids)
         return Transcript(text, float(score), words)
 
     # -- tables -------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def lm_score(lm, state, unit):
 def _logaddexp(a, b):
     if a < b:
         a, b = b, a
-    if b == NEG_INF:
+    if b == NEG_INF or b - a < -36.0:  # exp(-36) is below float64 resolution
         return a
     return a + math.log1p(math.exp(b - a))
 
@@ -129,8 +129,8 @@ def _grow(ints, floats, capacity):
 def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, beam_prune, nbest, scorer):
     """CTC prefix beam search over (time, vocab) log-probs (blank = 0).
 
-    Returns the n best as (scores, lengths, tokens, frames): per hypothesis its total score, and
-    its tokens with the frame each was first emitted on, concatenated."""
+    Returns the n best as (scores, lengths, tokens, frames, probs): per hypothesis its total score,
+    and its tokens with the frame each was first emitted on and its posterior there, concatenated."""
     # every table unpacked once: array temporaries inside the loop would cost reference counting
     mode, lm, lm_weight, word_score, unk_score, has_lexicon, token_unit = scorer[:7]
     lex_start, lex_count, lex_token, lex_node, lex_word, lex_smear = scorer[7:13]
@@ -157,7 +157,7 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
     beam_last = np.full(beam, space, np.int32)
     beam_parent = np.full(beam, -1, np.int32)
     beam_size = 1
-    totals = np.empty(beam, np.float64)
+    totals = np.zeros(beam, np.float64)  # per entry: all its paths, blank- and token-ending
     reach = np.empty(beam, np.float64)
     # candidates: the entries that stay (the first beam_size), then extensions not yet nodes
     most = beam * vocab + beam
@@ -172,6 +172,7 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
     cand_blank = np.empty(most, np.float64)
     cand_end = np.empty(most, np.float64)
     cand_score = np.empty(most, np.float64)
+    cand_total = np.empty(most, np.float64)
     scratch = np.empty(most, np.float64)
     child_slot = np.full(beam * vocab, -1, np.int32)  # (entry, token) -> the entry that is that child
     tokens = np.empty(vocab, np.int32)
@@ -184,16 +185,15 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
             continue
         if n_skipped:
             for i in range(beam_size):
-                beam_blank[i] = _logaddexp(beam_blank[i], beam_token[i]) + skipped
-                beam_token[i] = NEG_INF
+                totals[i] += skipped
+                beam_blank[i], beam_token[i] = totals[i], NEG_INF
             skipped, n_skipped = 0.0, 0
         # Stays: blank, the last token again, or a second space (spaces never double). With a full
         # beam these beam-many candidates bound the cut from below (`floor`); nothing under it is kept.
         stay_best, stay_worst, top = NEG_INF, np.inf, NEG_INF
         for i in range(beam_size):
             node, blank_end, token_end, last = beam_node[i], beam_blank[i], beam_token[i], beam_last[i]
-            total = _logaddexp(blank_end, token_end)
-            totals[i] = total
+            total = totals[i]
             stay_blank = total + blank_logp
             stay_token = NEG_INF
             if last > 0:
@@ -203,7 +203,7 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
             bonus, fixed = floats[node, BONUS], floats[node, FIXED]
             cand_node[i] = node
             cand_blank[i], cand_end[i], cand_bonus[i] = stay_blank, stay_token, bonus
-            stay = _logaddexp(stay_blank, stay_token) + bonus
+            stay = max(stay_blank, stay_token) + bonus  # a lower bound suffices for the floor
             stay_best = max(stay_best, stay)
             stay_worst = min(stay_worst, stay)
             # the best bonus any child of this entry can have (a space is bounded separately)
@@ -214,6 +214,17 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
             top = max(top, total + max(reach[i], fixed + space_gain))
             if beam_parent[i] >= 0:
                 child_slot[beam_parent[i] * vocab + last] = i
+        # An entry whose prefix's parent is in the beam too gains the parent's paths extended by its
+        # last token, whatever the pruning below (only new prefixes are pruned)
+        for i in range(beam_size):
+            parent = beam_parent[i]
+            if parent < 0:
+                continue
+            last = beam_last[i]
+            share = (beam_blank[parent] if last == beam_last[parent] else totals[parent]) + log_probs[t, last]
+            if share > totals[i]:  # re-timed if these paths outweigh its earlier ones
+                ints[beam_node[i], FRAME] = t
+            cand_end[i] = _logaddexp(cand_end[i], share)
         floor = stay_best - beam_prune
         if beam_size == beam:
             floor = max(floor, stay_worst)
@@ -233,8 +244,8 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
                     j -= 1
                 tokens[j + 1] = c
             n_tokens = token_max
-        # Extensions by one token: merged into the entry that is this child already, else kept as a
-        # candidate if it can clear the floor. The floor rises whenever candidates pile up.
+        # Extensions by one token to prefixes not in the beam: candidates if they can clear the floor,
+        # which rises whenever candidates pile up.
         n_cand = beam_size
         for i in range(beam_size):
             node, blank_end, total, last = beam_node[i], beam_blank[i], totals[i], beam_last[i]
@@ -247,11 +258,7 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
                         continue
                     source = blank_end
                 share = source + log_probs[t, c]
-                slot = child_slot[i * vocab + c]
-                if slot >= 0:  # the child is in the beam: it gains these paths too
-                    if share > totals[slot]:  # re-timed if they outweigh its earlier ones
-                        ints[beam_node[slot], FRAME] = t
-                    cand_end[slot] = _logaddexp(cand_end[slot], share)
+                if child_slot[i * vocab + c] >= 0:  # in the beam already (merged above)
                     continue
                 if share + (fixed + space_gain if c == space else entry_reach) < floor:
                     continue
@@ -315,7 +322,10 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
         best = NEG_INF
         for k in range(n_cand):
             if k < beam_size:
-                cand_score[k] = _logaddexp(cand_blank[k], cand_end[k]) + cand_bonus[k]
+                cand_total[k] = _logaddexp(cand_blank[k], cand_end[k])
+                cand_score[k] = cand_total[k] + cand_bonus[k]
+            else:
+                cand_total[k] = cand_end[k]
             best = max(best, cand_score[k])
         cut = best - beam_prune
         if n_cand > beam:
@@ -345,11 +355,12 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
             ints[node, STAMP], ints[node, SLOT] = step, size
             scratch[size] = cand_blank[k]
             cand_score[size] = cand_end[k]
+            cand_total[size] = cand_total[k]
             cand_node[size] = node
             size += 1
         for i in range(size):
             node = cand_node[i]
-            beam_node[i], beam_blank[i], beam_token[i] = node, scratch[i], cand_score[i]
+            beam_node[i], beam_blank[i], beam_token[i], totals[i] = node, scratch[i], cand_score[i], cand_total[i]
             beam_last[i] = ints[node, TOKEN]
             parent = ints[node, PARENT]
             beam_parent[i] = ints[parent, SLOT] if parent >= 0 and ints[parent, STAMP] == step else -1
@@ -376,7 +387,7 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
         if mode != MODE_NONE:
             fixed += lm_weight * _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff,
                                            state_parent, unk_logp, lm_state, eos)[0]  # fmt: skip
-        final[i] = _logaddexp(beam_blank[i], beam_token[i]) + skipped + fixed
+        final[i] = totals[i] + skipped + fixed
     order = np.argsort(-final)[: min(nbest, beam_size)]
     lengths = np.zeros(len(order), np.int32)
     for rank in range(len(order)):
@@ -386,12 +397,15 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
             node = ints[node, PARENT]
     out_tokens = np.empty(lengths.sum(), np.int32)
     out_frames = np.empty(lengths.sum(), np.int32)
+    out_probs = np.empty(lengths.sum(), np.float64)
     end = 0
     for rank in range(len(order)):
         end += lengths[rank]
         position, node = end - 1, beam_node[order[rank]]
         while node > 0:
-            out_tokens[position], out_frames[position] = ints[node, TOKEN], ints[node, FRAME]
+            token, frame = ints[node, TOKEN], ints[node, FRAME]
+            out_tokens[position], out_frames[position] = token, frame
+            out_probs[position] = math.exp(log_probs[frame, token])
             position -= 1
             node = ints[node, PARENT]
-    return final[order], lengths, out_tokens, out_frames
+    return final[order], lengths, out_tokens, out_frames, out_probs
