@@ -101,7 +101,13 @@ def synthetic(utterances: int, frames: int, seed: int = 0) -> dict:
         log_probs.append(np.ascontiguousarray(logits, dtype=np.float32))
     lm = NGramLM.build(lm_text, order=3)
     lexicon = sorted({word for line in lm_text for word in line.split()})
-    return {"log_probs": log_probs, "texts": texts, "lm": lm, "lexicon": lexicon, "weights": (0.8, 1.0, -10.0)}
+    return {
+        "log_probs": log_probs,
+        "texts": texts,
+        "lm": lm,
+        "lexicon": lexicon,
+        "weights": (0.8, 1.0, -10.0),
+    }
 
 
 def speech(model: Path, manifest: Path, cache: Path, limit: int | None) -> dict | None:

@@ -106,13 +106,9 @@ def reference_beam_search(log_probs: np.ndarray, beam: int, space: int) -> tuple
     beams: dict[tuple, tuple[float, float]] = {(): (0.0, -np.inf)}  # prefix -> (ends in blank, in token)
     for row in log_probs.astype(np.float64):
         grown: dict[tuple, list[float]] = {}
-
-        def paths(prefix: tuple) -> list[float]:
-            return grown.setdefault(prefix, [-np.inf, -np.inf])
-
         for prefix, (blank, token) in beams.items():
             total, last = add(blank, token), prefix[-1] if prefix else space
-            stay = paths(prefix)
+            stay = grown.setdefault(prefix, [-np.inf, -np.inf])
             stay[0] = add(stay[0], total + row[0])
             stay[1] = add(stay[1], token + row[last])
             if last == space:
@@ -120,7 +116,7 @@ def reference_beam_search(log_probs: np.ndarray, beam: int, space: int) -> tuple
             for c in range(1, len(row)):
                 if c == last and c == space:
                     continue
-                child = paths((*prefix, c))
+                child = grown.setdefault((*prefix, c), [-np.inf, -np.inf])
                 child[1] = add(child[1], (blank if c == last else total) + row[c])
         ranked = sorted(grown.items(), key=lambda item: -add(*item[1]))[:beam]
         beams = {prefix: (blank, token) for prefix, (blank, token) in ranked}
@@ -241,6 +237,10 @@ def test_tune_picks_weights_that_fix_the_dev_set(word_lm):
     result = tune(decoder, [emissions(frames)], ["the cat sat"], [0.0, 1.0], [0.0])
     assert result["best"]["lm_weight"] == 1.0 and result["best"]["wer"] == 0.0
     assert decoder.lm_weight == 1.0 and len(result["grid"]) == 2
+    # the unknown-word score too: a clearly spoken word outside the lexicon needs a mild penalty
+    clear = emissions(spelled("the zq sat"))
+    result = tune(decoder, [clear], ["the zq sat"], [0.0], [0.0], unk_scores=[-1000.0, -2.0])
+    assert result["best"]["unk_score"] == -2.0 and decoder.unk_score == -2.0
 
 
 def test_wrong_vocabulary_size_is_a_clear_error():

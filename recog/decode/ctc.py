@@ -322,20 +322,24 @@ def tune(
     references: Sequence[str],
     lm_weights: Iterable[float],
     word_scores: Iterable[float],
+    unk_scores: Iterable[float] | None = None,
 ) -> dict:
-    """Grid-search the LM weight and word insertion score by WER (then CER) on a dev set; the
-    decoder is left at the best pair. Returns {"best": {...}, "grid": [...]}."""
+    """Grid-search the LM weight, word insertion score and (given `unk_scores`) the unknown-word score
+    by WER (then CER) on a dev set; the decoder is left at the best. Returns {"best": ..., "grid": [...]}."""
     from recog.metrics import ErrorRate
 
     grid = []
     word_scores = list(word_scores)
+    unk_scores = [decoder.unk_score] if unk_scores is None else list(unk_scores)
     for lm_weight in lm_weights:
         for word_score in word_scores:
-            decoder.configure(lm_weight=lm_weight, word_score=word_score)
-            rate = ErrorRate()
-            for reference, transcript in zip(references, decoder(list(log_probs)), strict=True):
-                rate.add(reference, transcript.text)
-            grid.append({"lm_weight": lm_weight, "word_score": word_score, "wer": rate.wer, "cer": rate.cer})
+            for unk_score in unk_scores:
+                decoder.configure(lm_weight=lm_weight, word_score=word_score, unk_score=unk_score)
+                rate = ErrorRate()
+                for reference, transcript in zip(references, decoder(list(log_probs)), strict=True):
+                    rate.add(reference, transcript.text)
+                grid.append({"lm_weight": lm_weight, "word_score": word_score, "unk_score": unk_score,
+                             "wer": rate.wer, "cer": rate.cer})  # fmt: skip
     best = min(grid, key=lambda r: (r["wer"], r["cer"]))
-    decoder.configure(lm_weight=best["lm_weight"], word_score=best["word_score"])
+    decoder.configure(lm_weight=best["lm_weight"], word_score=best["word_score"], unk_score=best["unk_score"])
     return {"best": best, "grid": grid}

@@ -52,7 +52,9 @@ def build_table(entry_context, entry_unit, n_units):
 
 
 @njit(cache=True, inline="always")
-def _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp, state, unit):
+def _lm_score(
+    keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp, state, unit
+):
     mask = len(keys) - 1
     total = 0.0
     while True:
@@ -263,7 +265,8 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
                 if share + (fixed + space_gain if c == space else entry_reach) < floor:
                     continue
                 # the child's LM state, lexicon node, hotword state and scores
-                lm_state, lex, hot, child_fixed = ints[node, LM_STATE], ints[node, LEX], ints[node, HOT], fixed
+                lm_state, lex, hot = ints[node, LM_STATE], ints[node, LEX], ints[node, HOT]
+                child_fixed = fixed
                 if c == space:  # a word ends: lexicon, LM and insertion score
                     word = -1
                     if lex >= 0 and has_trie:
@@ -310,7 +313,8 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
                     for k in range(beam_size, n_cand):
                         if cand_score[k] >= floor:
                             cand_parent[kept], cand_token[kept] = cand_parent[k], cand_token[k]
-                            cand_lm[kept], cand_lex[kept], cand_hot[kept] = cand_lm[k], cand_lex[k], cand_hot[k]
+                            cand_lm[kept], cand_lex[kept] = cand_lm[k], cand_lex[k]
+                            cand_hot[kept] = cand_hot[k]
                             cand_fixed[kept], cand_bonus[kept] = cand_fixed[k], cand_bonus[k]
                             cand_end[kept], cand_score[kept] = cand_end[k], cand_score[k]
                             kept += 1
@@ -349,7 +353,8 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
             if node < 0:  # a new prefix: now it becomes a node
                 node = count
                 count += 1
-                ints[node, PARENT], ints[node, TOKEN], ints[node, FRAME] = beam_node[cand_parent[k]], cand_token[k], t
+                ints[node, PARENT], ints[node, TOKEN] = beam_node[cand_parent[k]], cand_token[k]
+                ints[node, FRAME] = t
                 ints[node, LM_STATE], ints[node, LEX], ints[node, HOT] = cand_lm[k], cand_lex[k], cand_hot[k]
                 floats[node, FIXED], floats[node, BONUS] = cand_fixed[k], cand_bonus[k]
             ints[node, STAMP], ints[node, SLOT] = step, size
@@ -360,7 +365,8 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
             size += 1
         for i in range(size):
             node = cand_node[i]
-            beam_node[i], beam_blank[i], beam_token[i], totals[i] = node, scratch[i], cand_score[i], cand_total[i]
+            beam_node[i], beam_blank[i] = node, scratch[i]
+            beam_token[i], totals[i] = cand_score[i], cand_total[i]
             beam_last[i] = ints[node, TOKEN]
             parent = ints[node, PARENT]
             beam_parent[i] = ints[parent, SLOT] if parent >= 0 and ints[parent, STAMP] == step else -1
