@@ -63,7 +63,8 @@ class ConvFrontEnd(nn.Module):
         image = frames.transpose(1, 2).unsqueeze(1) * mask  # (batch, 1, feat, time)
         for block in self.blocks:
             image = torch.relu(block(image))
-            image = nn.functional.max_pool2d(image, kernel_size=(2, 1)) * mask.to(image.dtype)
+            rows = image.shape[2] // 2  # 2x max pooling over the features (faster than max_pool2d on CPUs)
+            image = image[:, :, : 2 * rows].unflatten(2, (rows, 2)).amax(dim=3) * mask.to(image.dtype)
         batch, channels, height, time = image.shape
         frames = image.reshape(batch, channels * height, time).transpose(1, 2)  # (batch, time, chan * feat')
         return self.norm(frames)
