@@ -17,11 +17,13 @@ from numba import njit
 NEG_INF = -np.inf
 MODE_NONE, MODE_WORD, MODE_CHAR = 0, 1, 2
 # node columns: integers (STAMP: the step on which the node was last in the beam, SLOT: where)
-PARENT, TOKEN, FRAME, LM_STATE, LEX, HOT, STAMP, SLOT = range(8)
-INT_COLUMNS = 8
+# END_STATE, END_FIXED: the LM state and fixed score after a space closes the node's word (computed
+# once per node, -1 until then: a word LM lookup misses the cache, and an entry tries a space each frame)
+PARENT, TOKEN, FRAME, LM_STATE, LEX, HOT, STAMP, SLOT, END_STATE = range(9)
+INT_COLUMNS = 9
 # node columns: floats (fixed: the settled LM/lexicon/hotword score; bonus: fixed + look-ahead)
-FIXED, BONUS = range(2)
-FLOAT_COLUMNS = 2
+FIXED, BONUS, END_FIXED = range(3)
+FLOAT_COLUMNS = 3
 _HASH = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(29)
 
@@ -150,6 +152,7 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
     root_hot = hot_goto[0, space] if space >= 0 else 0
     ints[0, PARENT], ints[0, TOKEN], ints[0, FRAME], ints[0, LM_STATE] = -1, space, -1, root_lm
     ints[0, LEX], ints[0, HOT], ints[0, STAMP], ints[0, SLOT] = 0, root_hot, 0, 0
+    ints[0, END_STATE] = -1
     floats[0, FIXED], floats[0, BONUS] = 0.0, hot_partial[root_hot]
     count = 1
     # the beam: node, paths ending in blank / in the last token, last token, parent's slot (or -1)
@@ -267,7 +270,9 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
                 # the child's LM state, lexicon node, hotword state and scores
                 lm_state, lex, hot = ints[node, LM_STATE], ints[node, LEX], ints[node, HOT]
                 child_fixed = fixed
-                if c == space:  # a word ends: lexicon, LM and insertion score
+                if c == space and ints[node, END_STATE] >= 0:
+                    lm_state, child_fixed, lex = ints[node, END_STATE], floats[node, END_FIXED], 0
+                elif c == space:  # a word ends: lexicon, LM and insertion score
                     word = -1
                     if lex >= 0 and has_trie:
                         word = lex_word[lex]
@@ -278,6 +283,7 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
                                                    state_parent, unk_logp, lm_state, max(word, 0))  # fmt: skip
                         child_fixed += lm_weight * logp
                     child_fixed += word_score
+                    ints[node, END_STATE], floats[node, END_FIXED] = lm_state, child_fixed
                     lex = 0
                 elif has_trie and lex >= 0:
                     child = -1
@@ -354,7 +360,7 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
                 node = count
                 count += 1
                 ints[node, PARENT], ints[node, TOKEN] = beam_node[cand_parent[k]], cand_token[k]
-                ints[node, FRAME] = t
+                ints[node, FRAME], ints[node, END_STATE] = t, -1
                 ints[node, LM_STATE], ints[node, LEX], ints[node, HOT] = cand_lm[k], cand_lex[k], cand_hot[k]
                 floats[node, FIXED], floats[node, BONUS] = cand_fixed[k], cand_bonus[k]
             ints[node, STAMP], ints[node, SLOT] = step, size
