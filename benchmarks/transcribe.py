@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.model} not found: train it first (make train-speech)")
 
     fingerprint = model_fingerprint(args.model)
+    load_before = os.getloadavg()  # the machine is shared: a busy one slows every run alike
     manifest = build_corpus(args.files, args.workers or os.cpu_count() or 1)
     entries = [json.loads(line) for line in manifest.read_text().splitlines()]
     folder = folder_of(manifest)
@@ -375,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "cpu_precision_auto": precision,
+            "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
         },
         "model": {"path": args.model, "sha1": fingerprint},
         "corpus": {
@@ -402,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": {
             "pocketsphinx_rtf_over_ours": sphinx["rtf"] / statistics.median(run["rtf"] for run in runs),
             "peak_pss_scale_over_base": memory["peak_pss_mb"] / best["peak_pss_mb"] if memory else None,
+            "peak_rss_scale_over_base": memory["peak_rss_mb"] / best["peak_rss_mb"] if memory else None,
         },
     }
     out = Path(args.out)
@@ -414,12 +417,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(report: dict) -> None:
     rows = [*report["runs"], *([report["memory"]] if report["memory"] else []), report["pocketsphinx"]]
-    print(f"\n{'run':<18} {'files':>6} {'hours':>6} {'wall s':>8} {'RTF':>8} {'files/s':>8} "
+    print(f"\n{'run':<18} {'files':>6} {'hours':>6} {'wall s':>8} {'CPU s':>7} {'RTF':>8} {'files/s':>8} "
           f"{'PSS MB':>7} {'RSS MB':>7} {'WER %':>6}")  # fmt: skip
     for run in rows:
         wer = "" if run.get("wer") is None else f"{100 * run['wer']:.1f}"
+        cpu = f"{sum(run['cpu_seconds'].values()):.1f}" if run.get("cpu_seconds") else ""  # engine stages
         print(
-            f"{run['name']:<18} {run['files']:>6} {run['audio_hours']:>6.2f} {run['wall_seconds']:>8.1f} "
+            f"{run['name']:<18} {run['files']:>6} {run['audio_hours']:>6.2f} {run['wall_seconds']:>8.1f} {cpu:>7} "
             f"{run['rtf']:>8.4f} {run['files_per_second']:>8.1f} {run['peak_pss_mb']:>7.0f} "
             f"{run['peak_rss_mb']:>7.0f} {wer:>6}"
         )
@@ -434,8 +438,13 @@ def print_table(report: dict) -> None:
         f"WER on those files: recog {100 * ours['wer']:.1f}%, pocketsphinx {100 * report['pocketsphinx']['wer']:.1f}%"
     )
     if ratios["peak_pss_scale_over_base"]:
-        print(f"peak PSS x{report['memory']['files'] // report['corpus']['files']} files / base: "
-              f"{ratios['peak_pss_scale_over_base']:.2f}")  # fmt: skip
+        print(f"x{report['memory']['files'] // report['corpus']['files']} files / base, peak PSS: "
+              f"{ratios['peak_pss_scale_over_base']:.2f}, peak RSS (summed): "
+              f"{ratios['peak_rss_scale_over_base']:.2f}")  # fmt: skip
+    load = report["machine"]["load_average_1min"]
+    print(
+        f"load average (1 min) at start {load['start']:.1f}, at end {load['end']:.1f} on {report['machine']['cpus']} CPUs"
+    )
     split = report["runs"][0]["cpu_seconds"]
     total = sum(split.values()) or 1.0
     print("CPU time split (headline, all processes): " + ", ".join(

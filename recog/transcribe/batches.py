@@ -6,7 +6,10 @@ Memory stays flat however many files a run has. The plan that forked workers inh
 arrays, not a Python object per file: reading it touches no page of the parent's heap, so none is
 copied into a worker. And each batch has its own (batch, time) shape, for which oneDNN compiles an
 LSTM primitive and by default keeps up to 1,024 of them (about 0.5 MB each): a worker grew with every
-batch it ran, so its cache is bounded (`bound_primitive_cache`)."""
+batch it ran, so its cache is bounded (`bound_primitive_cache`). What remains is glibc's heap keeping
+the high-water mark of the batches' large, differently sized tensors (one worker swings between
+about 650 and 750 MB); a fixed mmap threshold (mallopt) flattens that but cost 10-15% more CPU
+time in `make bench-transcribe`, so it is not set."""
 
 from __future__ import annotations
 
