@@ -89,6 +89,39 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_read(args: argparse.Namespace) -> int:
+    from recog.read import ReadError, ReadOptions, run
+    from recog.recognizer import Recognizer
+    from recog.transcribe import default_device
+
+    if args.lm not in (None, "none") and not Path(args.lm).is_file():
+        print(f"recog: {args.lm}: language model not found", file=sys.stderr)
+        return 2
+    recognizer = Recognizer.load(args.model, default_device() if args.device == "auto" else args.device)
+    beam = args.beam is not None or args.lm is not None
+    if beam:
+        recognizer.configure_beam(args.beam or None, args.lm)
+    options = ReadOptions(
+        output=args.output,
+        decoder="beam" if beam else "greedy",
+        precision=args.precision,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        retry_failed=args.retry_failed,
+        progress=args.progress,
+        stream=None if args.output else sys.stdout,
+    )
+    try:
+        summary = run(recognizer, args.paths, options)
+    except ReadError as error:
+        print(f"recog: ReadError: {error}", file=sys.stderr)
+        return 2
+    print(f"recog: {summary.line()}", file=sys.stderr)
+    if summary.failed and (args.strict or summary.failed == summary.files):
+        return 1
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from recog.transcribe import merge
 
@@ -255,6 +288,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr"
     )
     transcribe.set_defaults(func=cmd_transcribe)
+
+    read = commands.add_parser(
+        "read",
+        help="read handwriting: ink files and line images to JSONL with character positions (resumable)",
+    )
+    read.add_argument("--model", required=True, help="ink or image checkpoint, e.g. runs/handwriting/best.pt")
+    read.add_argument(
+        "paths",
+        nargs="+",
+        help="ink files (.inkml .xml .json) or images (.png .jpg .tif .bmp), folders (recursive)",
+    )
+    read.add_argument("-o", "--output", help="JSONL output, resumed when it exists (default: stdout)")
+    read.add_argument(
+        "--beam",
+        nargs="?",
+        action=BeamWidth,
+        metavar="N",
+        help="beam search with the checkpoint's lexicon and LM; N: beam width (default: the checkpoint's)",
+    )
+    read.add_argument("--lm", help="another word LM (ARPA) for beam search, or 'none'")
+    read.add_argument("--batch-size", type=int, default=16, help="files per batch")
+    read.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    read.add_argument(
+        "--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="model arithmetic"
+    )
+    read.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
+    read.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
+    read.add_argument("--retry-failed", action="store_true", help="on resume, retry files that failed")
+    read.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr"
+    )
+    read.set_defaults(func=cmd_read)
 
     merge = commands.add_parser("merge", help="merge the JSONL parts of a sharded transcription")
     merge.add_argument("-o", "--output", required=True, help="merged JSONL (its own lines are kept)")

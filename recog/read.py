@@ -1,0 +1,372 @@
+"""`recog read`: ink files and line images -> one JSONL line per file, with where each character is.
+
+Files are picked by extension (folders recursively), sorted by size and read in batches by worker
+processes that also run the model and decode. Each line has `path`, `text`, `confidence`, `chars` and
+`words` with their positions, `points` (ink) or `width`/`height` (images), and `error` (null when it
+worked). A character's position is the range of input it covers: for ink the points [start, end) in
+document order (all strokes, as in the file), for images the pixel columns [start, end) of the
+original image. Characters are aligned to the model's frames by CTC forced alignment of the decoded
+text, and the boundary between two characters is the middle of the blank frames between them.
+
+Output and resume reuse `recog transcribe`'s ledger: every finished file is appended and flushed,
+a torn last line is cut off on restart, and a finished run is rewritten once in input order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recog.decode.transcript import Transcript
+from recog.features.image import column_sources
+from recog.features.strokes import input_point_indices
+from recog.image import IMAGE_EXTENSIONS, ImageError, read_image
+from recog.ink import INK_EXTENSIONS, InkError, read_ink
+from recog.transcribe import Ledger, merge, resolve_precision
+
+SUFFIXES = {"ink": INK_EXTENSIONS, "image": IMAGE_EXTENSIONS}
+KIND_NAMES = {"ink": "an ink file", "image": "an image"}
+
+
+class ReadError(Exception):
+    """A problem with the run as a whole (no readable files, wrong kind of model), not with one file."""
+
+
+@dataclass
+class ReadOptions:
+    output: str | None = None  # the JSONL file, also the record that makes a rerun resume
+    decoder: str = "greedy"  # greedy | beam
+    precision: str = "fp32"  # fp32 | bf16 | auto
+    batch_size: int = 16  # files per batch
+    workers: int | None = None  # worker processes; None: one per core, 0: all in this process
+    retry_failed: bool = False  # on resume, try again the files whose line has an error
+    progress: bool | None = None  # None: when stderr is a terminal
+    stream: object = None  # where lines go without an output file (the CLI passes stdout)
+
+
+@dataclass
+class ReadSummary:
+    files: int = 0
+    resumed: int = 0  # already in the output
+    read: int = 0  # this run, failures included
+    failed: int = 0  # lines with an error, resumed ones included
+    wall_seconds: float = 0.0
+
+    def line(self) -> str:
+        return (
+            f"{self.files} files ({self.resumed} already done, {self.failed} failed), "
+            f"{self.read} read in {self.wall_seconds:.1f} s"
+        )
+
+
+# ---------------------------------------------------------------- inputs
+def collect_files(paths: list[str], task: str) -> list[str]:
+    """Files as given, and inside folders (recursively) the files this model reads, each once, in
+    order. A named file of another kind still becomes an input: its line tells what is wrong."""
+    found: dict[str, None] = {}
+    for given in paths:
+        if Path(given).is_dir():
+            for root, folders, files in os.walk(given, followlinks=True):
+                folders[:] = sorted(name for name in folders if not name.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES[task]:
+                        found.setdefault(os.path.join(root, name))
+        else:
+            found.setdefault(given)
+    return list(found)
+
+
+def load_input(recognizer, path: str) -> tuple[torch.Tensor, np.ndarray, dict]:
+    """(frames, per frame its place in the input, facts for the record); InkError/ImageError if unusable."""
+    task, suffix = recognizer.task, Path(path).suffix.lower()
+    if suffix not in SUFFIXES[task]:
+        other = next((kind for kind, suffixes in SUFFIXES.items() if suffix in suffixes), None)
+        what = (
+            f"{KIND_NAMES[other]} ({suffix})"
+            if other
+            else f"not an ink file or image ({suffix or 'no extension'})"
+        )
+        raise (InkError if task == "ink" else ImageError)(f"{path}: {what}, and this model reads {task}")
+    if task == "ink":
+        ink = read_ink(path)
+        frames, sources = recognizer.features.frames_and_points(ink)
+        places = input_point_indices(ink, sources)
+        facts = {"points": ink.num_points, "extent": (0, ink.num_points)}
+    else:
+        ink_map = read_image(path)
+        frames = recognizer.features(ink_map)
+        places, left, right = column_sources(ink_map, recognizer.features.config)
+        facts = {"width": ink_map.shape[1], "height": ink_map.shape[0], "extent": (left, right)}
+    frames = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+    return recognizer.cmvn(frames), np.asarray(places), facts
+
+
+# ---------------------------------------------------------------- where each character is
+def align(log_probs: np.ndarray, labels: list[int]) -> list[tuple[int, int]] | None:
+    """Per label, the first and last frame of the most probable CTC path (Viterbi) that spells
+    `labels`; None when the frames are too few for the labels."""
+    if not labels:
+        return []
+    states = np.zeros(2 * len(labels) + 1, dtype=np.int64)  # blank, l1, blank, l2, ..., blank
+    states[1::2] = labels
+    emit = log_probs[:, states]  # (time, states)
+    skip = np.zeros(len(states), dtype=bool)
+    skip[3::2] = states[3::2] != states[1:-2:2]  # a label may follow the previous one without a blank
+    score = np.full(len(states), -np.inf)
+    score[:2] = emit[0, :2]
+    back = np.zeros(emit.shape, dtype=np.int8)  # 0: stayed, 1: from the state before, 2: skipped a blank
+    for t in range(1, len(emit)):
+        one = np.concatenate([[-np.inf], score[:-1]])
+        two = np.where(skip, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
+        choices = np.stack([score, one, two])
+        back[t] = np.argmax(choices, axis=0)
+        score = choices[back[t], np.arange(len(states))] + emit[t]
+    state = len(states) - 1 if len(states) == 1 or score[-1] >= score[-2] else len(states) - 2
+    if not np.isfinite(score[state]):
+        return None
+    spans: list[list[int]] = [[-1, -1] for _ in labels]
+    for t in range(len(emit) - 1, -1, -1):
+        if state % 2:
+            label = state // 2
+            spans[label][0] = t
+            if spans[label][1] < 0:
+                spans[label][1] = t
+        state -= int(back[t, state])
+    return [(first, last) for first, last in spans]
+
+
+def char_positions(
+    log_probs: torch.Tensor, text: str, vocab, stack: int, places: np.ndarray, extent: tuple, task: str
+) -> list[dict]:
+    """Each character of `text` with the input range it covers and its confidence."""
+    if not text:
+        return []
+    labels = vocab.encode(text)
+    scores = log_probs.numpy()
+    spans = align(scores, labels)
+    frames = len(scores)
+    if spans is None:  # cannot happen for decoder output; spread the characters evenly
+        edges = np.linspace(0, frames, len(labels) + 1)
+        spans = [(int(a), max(int(a), int(b) - 1)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    cuts = [0.0] + [
+        (last + 1 + following[0]) / 2 for (_, last), following in zip(spans, spans[1:], strict=False)
+    ]
+    cuts.append(float(frames))
+    bounds = [to_input(cut * stack, places, extent, task) for cut in cuts]
+    bounds[0], bounds[-1] = extent[0], extent[1]
+    bounds = np.maximum.accumulate(np.asarray(bounds, dtype=np.int64)).tolist()
+    chars = []
+    for index, (char, label, (first, last)) in enumerate(zip(text, labels, spans, strict=True)):
+        confidence = float(np.exp(scores[first : last + 1, label].max()))
+        chars.append(
+            {
+                "char": char,
+                "start": bounds[index],
+                "end": bounds[index + 1],
+                "confidence": round(confidence, 4),
+            }
+        )
+    return chars
+
+
+def to_input(position: float, places: np.ndarray, extent: tuple, task: str) -> int:
+    """A boundary between feature frames (`position` in frames) -> a point index or pixel column."""
+    if task == "ink":
+        index = int(np.floor(position + 0.5))
+        return int(places[index]) if index < len(places) else extent[1]
+    # Frame i spans [i, i + 1) in frame units and `places` holds the frames' centres in pixel
+    # coordinates, where pixel k spans [k - 0.5, k + 0.5): a boundary at x becomes the pixel edge
+    # nearest to it, the start of pixel floor(x + 1).
+    step = float(places[1] - places[0]) if len(places) > 1 else 1.0
+    x = places[0] - 0.5 * step + position * step
+    return int(min(max(np.floor(x + 1.0), extent[0]), extent[1]))
+
+
+def words_of(chars: list[dict]) -> list[dict]:
+    words, current = [], []
+    for char in [*chars, {"char": " "}]:
+        if char["char"] != " ":
+            current.append(char)
+        elif current:
+            confidence = sum(c["confidence"] for c in current) / len(current)
+            word = "".join(c["char"] for c in current)
+            words.append(
+                {
+                    "word": word,
+                    "start": current[0]["start"],
+                    "end": current[-1]["end"],
+                    "confidence": round(confidence, 4),
+                }
+            )
+            current = []
+    return words
+
+
+def record_for(path: str, transcript, log_probs: torch.Tensor, recognizer, places, facts) -> dict:
+    chars = char_positions(
+        log_probs,
+        transcript.text,
+        recognizer.vocab,
+        recognizer.model.config.stack,
+        places,
+        facts["extent"],
+        recognizer.task,
+    )
+    if chars:
+        confidence = sum(c["confidence"] for c in chars) / len(chars)
+    else:  # nothing written: how sure the model is of that
+        confidence = float(log_probs[:, 0].exp().mean()) if len(log_probs) else 0.0
+    extra = {k: v for k, v in facts.items() if k != "extent"}
+    return {
+        "path": path,
+        "text": transcript.text,
+        "confidence": round(confidence, 4),
+        **extra,
+        "chars": chars,
+        "words": words_of(chars),
+        "error": None,
+    }
+
+
+def failure(path: str, error: str) -> dict:
+    return {"path": path, "text": None, "confidence": None, "chars": [], "words": [], "error": error}
+
+
+# ---------------------------------------------------------------- batches in worker processes
+class BatchReader(torch.utils.data.Dataset):
+    """Batch number -> [(file number, record)]: files read, turned into frames, run through the model
+    and decoded; a file that fails gets an error record and the rest of the batch goes on."""
+
+    def __init__(self, recognizer, files: list[str], batches: list[list[int]], options: ReadOptions):
+        self.recognizer, self.files, self.batches, self.options = recognizer, files, batches, options
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, number: int) -> list[tuple[int, dict]]:
+        recognizer, done, ready = self.recognizer, [], []
+        for index in self.batches[number]:
+            path = self.files[index]
+            try:
+                ready.append((index, *load_input(recognizer, path)))
+            except (InkError, ImageError) as error:
+                done.append((index, failure(path, str(error))))
+            except Exception as error:  # a library failing on one odd file must not stop the batch
+                done.append((index, failure(path, f"{path}: {type(error).__name__}: {error}")))
+        if ready:
+            log_probs = recognizer.forward([frames for _, frames, _, _ in ready], self.options.precision)
+            decoder = recognizer.decoder(self.options.decoder)
+            for (index, _, places, facts), scores in zip(ready, log_probs, strict=True):
+                path = self.files[index]
+                try:
+                    if scores.shape[0] == 0:  # shorter than one output frame: nothing to read
+                        transcript = Transcript("")
+                    else:
+                        transcript = decoder(scores.unsqueeze(0), torch.tensor([scores.shape[0]]))[0]
+                    done.append((index, record_for(path, transcript, scores, recognizer, places, facts)))
+                except Exception as error:
+                    done.append((index, failure(path, f"{path}: {type(error).__name__}: {error}")))
+        return done
+
+
+def plan(files: list[str], todo: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of similar size (by file size, largest first) so padding stays small."""
+
+    def size(index: int) -> int:
+        try:
+            return os.path.getsize(files[index])
+        except OSError:
+            return 0
+
+    ordered = sorted(todo, key=lambda index: (-size(index), index))
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), max(1, batch_size))]
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # torch ops in forked workers deadlock on a multi-threaded pool
+
+
+def _as_is(batch):
+    return batch
+
+
+def run(recognizer, paths: list[str], options: ReadOptions) -> ReadSummary:
+    """Read everything in `paths` that the output does not have yet; see the module docstring."""
+    started = time.perf_counter()
+    if recognizer.task not in SUFFIXES:
+        raise ReadError(f"this is a {recognizer.task} model: `recog read` needs an ink or image model")
+    if options.decoder not in ("greedy", "beam"):
+        raise ReadError(f"unknown decoder {options.decoder!r}: expected greedy or beam")
+    options = dataclasses.replace(options, precision=resolve_precision(options.precision, recognizer.device))
+    files = collect_files(paths, recognizer.task)
+    if not files:
+        raise ReadError(f"no {' '.join(SUFFIXES[recognizer.task])} files in {' '.join(paths)}")
+    summary = ReadSummary(files=len(files))
+    output = Path(options.output) if options.output else None
+    ledger = Ledger(output, options.retry_failed) if output else None
+    if ledger is not None and ledger.repaired:
+        print(f"recog: {output}: cut off a torn last line left by an interrupted run", file=sys.stderr)
+    done = ledger.done if ledger else {}
+    summary.resumed = sum(path in done for path in files)
+    summary.failed = sum(bool(done[path][1]) for path in files if path in done)
+    todo = [index for index, path in enumerate(files) if path not in done]
+    batches = plan(files, todo, options.batch_size)
+    if options.decoder == "beam":
+        recognizer.decoder("beam")  # load the LM once, before the workers fork
+    workers = len(os.sched_getaffinity(0)) if options.workers is None else options.workers
+    if torch.device(recognizer.device).type != "cpu":
+        workers = 0  # a GPU model runs in this process (forked workers cannot use CUDA)
+    workers = min(workers, len(batches))
+    loader = torch.utils.data.DataLoader(
+        BatchReader(recognizer, files, batches, options),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_as_is,
+        worker_init_fn=_worker_init if workers else None,
+        multiprocessing_context="fork" if workers else None,
+        prefetch_factor=2 if workers else None,
+        in_order=False,
+    )
+    import tqdm
+
+    tqdm.tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
+    progress = tqdm.tqdm(
+        total=len(files),
+        initial=summary.resumed,
+        unit="file",
+        disable=not (sys.stderr.isatty() if options.progress is None else options.progress),
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )
+    waiting, position = {}, 0  # without an output file, lines go out in input order
+    try:
+        for batch in loader:
+            for index, record in batch:
+                if ledger is not None:
+                    ledger.append(record)
+                elif options.stream is not None:
+                    waiting[index] = record
+                    while position < len(todo) and todo[position] in waiting:
+                        options.stream.write(json.dumps(waiting.pop(todo[position])) + "\n")
+                        options.stream.flush()
+                        position += 1
+                summary.read += 1
+                summary.failed += record["error"] is not None
+                progress.update(1)
+                progress.set_postfix_str(f"{summary.failed} failed")
+    finally:
+        progress.close()
+        if ledger is not None:
+            ledger.close()
+    if output is not None:
+        merge(output, [], files)  # complete: rewritten once in input order
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
