@@ -3,7 +3,8 @@ flashlight ctc_decoder and fast-ctc-decode, on identical log-probs, in one proce
 
 Inputs: (a) synthetic peaked log-probs (fixed seed) spelling sentences of a made-up language whose word
 trigram LM is built from other sentences of it; (b) log-probs of the trained speech model on its test
-set (dumped once to runs/bench/), with the checkpoint's word trigram and lexicon. Speed is frames per
+set (dumped to runs/bench/ once per checkpoint, by its sha1), with the checkpoint's word trigram and
+lexicon. Pruning and LM weights were chosen on the dev set (see OURS, FLASHLIGHT, SPEECH_WEIGHTS). Speed is frames per
 CPU second of this process (robust to other load on the machine; every decoder here is single
 threaded); WER is against the reference texts. Results: runs/bench/decoder.json and a table.
 
