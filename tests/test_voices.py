@@ -1,8 +1,8 @@
 """The voice catalogue: reserved voices refused, weighted draws, and the Kokoro engine's phonemes and audio."""
 
 import collections
-import json
 import importlib.resources
+import json
 
 import numpy as np
 import pytest
