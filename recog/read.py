@@ -6,7 +6,8 @@ processes that also run the model and decode. Each line has `path`, `text`, `con
 worked). A character's position is the range of input it covers: for ink the points [start, end) in
 document order (all strokes, as in the file), for images the pixel columns [start, end) of the
 original image. Characters are aligned to the model's frames by CTC forced alignment of the decoded
-text, and the boundary between two characters is the middle of the blank frames between them.
+text, and the boundary between two characters is the middle of the blank frames between them. A word
+the beam decoder could not name ("<unk>") has no position.
 
 Output and resume reuse `recog transcribe`'s ledger: every finished file is appended and flushed,
 a torn last line is cut off on restart, and a finished run is rewritten once in input order.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from recog.transcribe import Ledger, merge, resolve_precision
 
 SUFFIXES = {"ink": INK_EXTENSIONS, "image": IMAGE_EXTENSIONS}
 KIND_NAMES = {"ink": "an ink file", "image": "an image"}
+UNKNOWN_WORD = "<unk>"  # what the beam decoder writes for a word outside its lexicon
 
 
 class ReadError(Exception):
@@ -146,10 +149,16 @@ def align(log_probs: np.ndarray, labels: list[int]) -> list[tuple[int, int]] | N
 def char_positions(
     log_probs: torch.Tensor, text: str, vocab, stack: int, places: np.ndarray, extent: tuple, task: str
 ) -> list[dict]:
-    """Each character of `text` with the input range it covers and its confidence."""
-    if not text:
-        return []
-    labels = vocab.encode(text)
+    """Each character of `text` with the input range it covers and its confidence. Characters the
+    model cannot write (the beam decoder's "<unk>" for a word outside the lexicon) have no position."""
+    unplaced = {index for index, char in enumerate(text) if vocab.unknown_chars(char)}
+    for found in re.finditer(re.escape(UNKNOWN_WORD), text):
+        unplaced.update(range(found.start(), found.end()))
+    known = [index for index in range(len(text)) if index not in unplaced]
+    chars: list[dict] = [{"char": char, "start": None, "end": None, "confidence": None} for char in text]
+    if not known:
+        return chars
+    labels = vocab.encode("".join(text[index] for index in known))
     scores = log_probs.numpy()
     spans = align(scores, labels)
     frames = len(scores)
@@ -163,17 +172,9 @@ def char_positions(
     bounds = [to_input(cut * stack, places, extent, task) for cut in cuts]
     bounds[0], bounds[-1] = extent[0], extent[1]
     bounds = np.maximum.accumulate(np.asarray(bounds, dtype=np.int64)).tolist()
-    chars = []
-    for index, (char, label, (first, last)) in enumerate(zip(text, labels, spans, strict=True)):
+    for number, (index, label, (first, last)) in enumerate(zip(known, labels, spans, strict=True)):
         confidence = float(np.exp(scores[first : last + 1, label].max()))
-        chars.append(
-            {
-                "char": char,
-                "start": bounds[index],
-                "end": bounds[index + 1],
-                "confidence": round(confidence, 4),
-            }
-        )
+        chars[index].update(start=bounds[number], end=bounds[number + 1], confidence=round(confidence, 4))
     return chars
 
 
@@ -191,19 +192,20 @@ def to_input(position: float, places: np.ndarray, extent: tuple, task: str) -> i
 
 
 def words_of(chars: list[dict]) -> list[dict]:
+    """Words (split at spaces) with the range from their first to their last placed character."""
     words, current = [], []
     for char in [*chars, {"char": " "}]:
         if char["char"] != " ":
             current.append(char)
         elif current:
-            confidence = sum(c["confidence"] for c in current) / len(current)
-            word = "".join(c["char"] for c in current)
+            placed = [c for c in current if c["start"] is not None]
+            confidence = sum(c["confidence"] for c in placed) / len(placed) if placed else None
             words.append(
                 {
-                    "word": word,
-                    "start": current[0]["start"],
-                    "end": current[-1]["end"],
-                    "confidence": round(confidence, 4),
+                    "word": "".join(c["char"] for c in current),
+                    "start": placed[0]["start"] if placed else None,
+                    "end": placed[-1]["end"] if placed else None,
+                    "confidence": None if confidence is None else round(confidence, 4),
                 }
             )
             current = []
@@ -220,8 +222,9 @@ def record_for(path: str, transcript, log_probs: torch.Tensor, recognizer, place
         facts["extent"],
         recognizer.task,
     )
-    if chars:
-        confidence = sum(c["confidence"] for c in chars) / len(chars)
+    placed = [c["confidence"] for c in chars if c["confidence"] is not None]
+    if placed:
+        confidence = sum(placed) / len(placed)
     else:  # nothing written: how sure the model is of that
         confidence = float(log_probs[:, 0].exp().mean()) if len(log_probs) else 0.0
     extra = {k: v for k, v in facts.items() if k != "extent"}
