@@ -63,3 +63,12 @@ bench-decoder: setup
 	@$(PY) -c "import fast_ctc_decode" 2>/dev/null || $(VENV)/bin/pip install --no-deps fast-ctc-decode==0.3.7 || true
 	@$(PY) -c "import kenlm" 2>/dev/null || $(VENV)/bin/pip install --no-deps kenlm==0.3.0 || true
 	$(PY) benchmarks/decoder.py $(BENCH_ARGS)
+
+.PHONY: read
+HW_MODEL ?= runs/handwriting/best.pt
+
+## Read handwriting (ink files .inkml/.xml/.json, or line images with an offline model; folders
+## recursive), beam search + LM, resumable: make read IN=scans/ [OUT=out.jsonl] [HW_MODEL=runs/handwriting-offline/best.pt]
+read: setup
+	@test -n "$(IN)" || { echo "usage: make read IN=folder [OUT=out.jsonl] [HW_MODEL=...]"; exit 2; }
+	$(RECOG) read --model $(HW_MODEL) $(IN) -o $(OUT) --beam --progress

@@ -130,6 +130,9 @@ class DecodeConfig:
     word_score: float = 0.5
     unk_score: float = -10.0
     lexicon: bool = True
+    # After training, lm_weight and word_score are chosen by dev WER over this grid (`recog train`).
+    tune_lm_weights: tuple[float, ...] = (0.5, 1.0, 2.0)
+    tune_word_scores: tuple[float, ...] = (-1.0, 0.5, 2.0)
 
 
 @dataclass(frozen=True)

@@ -388,9 +388,12 @@ def final_report(trainer: Trainer, config: Config, out_dir: Path, sets: dict) ->
         "infeasible_samples": trainer.state.infeasible_samples,
         "sets": {},
     }
-    tune_on = "dev" if "dev" in sets else None
+    dev_name = Path(config.data.dev).stem  # "dev" for speech and ink, "dev-images" for line images
+    tune_on = dev_name if dev_name in sets else ("dev" if "dev" in sets else None)
     if tune_on and recognizer.language_model:
-        tuning = recognizer.tune_beam(*sets[tune_on])
+        tuning = recognizer.tune_beam(
+            *sets[tune_on], config.decode.tune_lm_weights, config.decode.tune_word_scores
+        )
         report["beam_tuning"] = {"set": tune_on, **tuning}
         payload = load_checkpoint(out_dir / "best.pt")
         payload["decode"] = asdict(recognizer.decode_config)

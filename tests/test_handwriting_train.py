@@ -103,6 +103,9 @@ def test_run_writes_a_report_per_set_and_group_and_a_self_contained_checkpoint(t
             row = report["sets"][Path(manifest).stem][kind]
             assert row["utterances"] == len(utterances) and 0.0 <= row["cer"] <= 1.5
             assert set(row["groups"]) == {group_of(u, fields) for u in utterances}
+    assert report["beam_tuning"]["set"] == Path(config.data.dev).stem  # LM weights chosen on dev
+    grid = {(row["lm_weight"], row["word_score"]) for row in report["beam_tuning"]["grid"]}
+    assert grid == {(w, s) for w in config.decode.tune_lm_weights for s in config.decode.tune_word_scores}
     if task == "image":  # the held-out outline family has its own row
         assert "femkeklaver.ttf" in report["sets"]["dev-images"]["greedy"]["groups"]
     train_steps = [
