@@ -16,6 +16,7 @@ a torn last line is cut off on restart, and a finished run is rewritten once in 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from recog.features.strokes import input_point_indices
 from recog.image import IMAGE_EXTENSIONS, ImageError, read_image
 from recog.ink import INK_EXTENSIONS, InkError, read_ink
 from recog.transcribe import Ledger, merge, resolve_precision
+from recog.transcribe.batches import batch_loader, file_progress
 
 SUFFIXES = {"ink": INK_EXTENSIONS, "image": IMAGE_EXTENSIONS}
 KIND_NAMES = {"ink": "an ink file", "image": "an image"}
@@ -293,14 +295,6 @@ def plan(files: list[str], todo: list[int], batch_size: int) -> list[list[int]]:
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), max(1, batch_size))]
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # torch ops in forked workers deadlock on a multi-threaded pool
-
-
-def _as_is(batch):
-    return batch
-
-
 def run(recognizer, paths: list[str], options: ReadOptions) -> ReadSummary:
     """Read everything in `paths` that the output does not have yet; see the module docstring."""
     started = time.perf_counter()
@@ -328,27 +322,8 @@ def run(recognizer, paths: list[str], options: ReadOptions) -> ReadSummary:
     if torch.device(recognizer.device).type != "cpu":
         workers = 0  # a GPU model runs in this process (forked workers cannot use CUDA)
     workers = min(workers, len(batches))
-    loader = torch.utils.data.DataLoader(
-        BatchReader(recognizer, files, batches, options),
-        batch_size=None,
-        num_workers=workers,
-        collate_fn=_as_is,
-        worker_init_fn=_worker_init if workers else None,
-        multiprocessing_context="fork" if workers else None,
-        prefetch_factor=2 if workers else None,
-        in_order=False,
-    )
-    import tqdm
-
-    tqdm.tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
-    progress = tqdm.tqdm(
-        total=len(files),
-        initial=summary.resumed,
-        unit="file",
-        disable=not (sys.stderr.isatty() if options.progress is None else options.progress),
-        mininterval=0.5,
-        dynamic_ncols=True,
-    )
+    loader = batch_loader(BatchReader(recognizer, files, batches, options), workers)
+    progress = file_progress(len(files), summary.resumed, options.progress)
     waiting, position = {}, 0  # without an output file, lines go out in input order
     try:
         for batch in loader:
@@ -366,6 +341,7 @@ def run(recognizer, paths: list[str], options: ReadOptions) -> ReadSummary:
                 progress.update(1)
                 progress.set_postfix_str(f"{summary.failed} failed")
     finally:
+        gc.unfreeze()  # batch_loader froze the heap for the workers
         progress.close()
         if ledger is not None:
             ledger.close()

@@ -13,8 +13,10 @@ time in `make bench-transcribe`, so it is not set."""
 
 from __future__ import annotations
 
+import gc
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -188,3 +190,39 @@ def worker_init(_: int) -> None:
 
 def as_is(batch):
     return batch
+
+
+def batch_loader(dataset: torch.utils.data.Dataset, workers: int) -> torch.utils.data.DataLoader:
+    """Whole batches from `workers` forked processes (in this process when 0), in completion order.
+
+    Bounds oneDNN's primitive cache here and in every worker, and freezes the objects made so far
+    out of the garbage collector: a worker's scans would write to (and so copy) every page of the
+    parent's heap that holds one; the caller calls `gc.unfreeze()` when the loader is done."""
+    bound_primitive_cache()
+    if workers:
+        gc.freeze()
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=as_is,
+        worker_init_fn=worker_init if workers else None,
+        multiprocessing_context="fork" if workers else None,
+        prefetch_factor=2 if workers else None,
+        in_order=False,
+    )
+
+
+def file_progress(total: int, initial: int, show: bool | None):
+    """The per-file progress bar on stderr (shown on a terminal unless `show` says otherwise)."""
+    import tqdm
+
+    tqdm.tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
+    return tqdm.tqdm(
+        total=total,
+        initial=initial,
+        unit="file",
+        disable=not (sys.stderr.isatty() if show is None else show),
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )

@@ -19,11 +19,11 @@ from recog.metrics import ErrorRate
 from recog.transcribe.batches import (
     BatchReader,
     Result,
-    as_is,
+    batch_loader,
     bound_primitive_cache,
+    file_progress,
     plan,
     transcribe_pieces,
-    worker_init,
 )
 from recog.transcribe.inputs import (
     Source,
@@ -216,34 +216,11 @@ def transcribe_sources(recognizer, sources, todo, options: Options, writer: Writ
     if options.decoder == "beam":
         recognizer.decoder("beam")  # load the LM once, before the workers fork
     reader = BatchReader(recognizer, batches, options)
-    loader = torch.utils.data.DataLoader(
-        reader,
-        batch_size=None,
-        num_workers=workers,
-        collate_fn=as_is,
-        worker_init_fn=worker_init if workers else None,
-        multiprocessing_context="fork" if workers else None,
-        prefetch_factor=2 if workers else None,
-        in_order=False,
-    )
-    import tqdm
-
-    tqdm.tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
-    progress = tqdm.tqdm(
-        total=len(todo),
-        initial=len(todo) - probed,
-        unit="file",
-        disable=not (sys.stderr.isatty() if options.progress is None else options.progress),
-        mininterval=0.5,
-        dynamic_ncols=True,
-    )
+    loader = batch_loader(reader, workers)
+    progress = file_progress(len(todo), len(todo) - probed, options.progress)
     pending: dict[int, list[Result]] = {}
     summary = writer.summary
     summary.seconds = dict.fromkeys(("read", "features", "model", "decode"), 0.0)
-    if workers:
-        # the objects made so far are never scanned by a worker's garbage collector, whose scans
-        # would write to (and so copy) every page of the parent's heap that holds one
-        gc.freeze()
     try:
         for batch, seconds in loader:
             if not reader.decode:
@@ -260,8 +237,7 @@ def transcribe_sources(recognizer, sources, todo, options: Options, writer: Writ
                 rtf = wall / summary.audio_seconds if summary.audio_seconds else 0.0
                 progress.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, RTF {rtf:.4f}")
     finally:
-        if workers:
-            gc.unfreeze()
+        gc.unfreeze()  # batch_loader froze the heap for the workers
         progress.close()
 
 
