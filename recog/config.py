@@ -99,6 +99,9 @@ class DataConfig:
     max_frames: int = 0  # handwriting: skip training lines longer than this many feature frames (0: no limit)
     group_by: str = ""  # manifest fields for per-group rows, first present wins ("": the task's default)
     workers: int = 1
+    # Training items to draw more (or less) often per epoch: {"FIELD=VALUE": factor}, FIELD a manifest
+    # field (engine, voice, style, font, ...). An item matching several entries takes the largest factor.
+    oversample: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(annotation, value, key + ".")
+    if origin is dict:
+        key_type, value_type = typing.get_args(annotation)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(k, key_type, key): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         args = typing.get_args(annotation)
         if not isinstance(value, (list, tuple)):

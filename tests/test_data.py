@@ -10,8 +10,8 @@ import torch
 import webdataset
 
 from recog.audio import encode_flac
-from recog.config import AugmentConfig, FeatureConfig
-from recog.datasets.batching import BucketBatchSampler, collate, make_batches
+from recog.config import AugmentConfig, ConfigError, FeatureConfig, load_config
+from recog.datasets.batching import BucketBatchSampler, collate, make_batches, oversample_factors
 from recog.datasets.manifest import ManifestError, Utterance, read_manifest
 from recog.datasets.preflight import ctc_frames_needed, preflight, write_report
 from recog.datasets.shards import from_int16, load_audio, to_int16
@@ -118,6 +118,47 @@ def test_ddp_ranks_get_disjoint_equal_shares():
 
 
 # -- collate -------------------------------------------------------------------------------------
+def test_oversampling_repeats_items_by_their_factor_with_distinct_copies():
+    factors = [3.0 if i % 10 == 0 else 0.5 if i % 10 == 1 else 1.0 for i in range(len(RNG_LENGTHS))]
+    sampler = BucketBatchSampler(RNG_LENGTHS, batch_frames=1600, max_batch=8, seed=3, repeats=factors)
+    halves = []
+    for epoch in range(4):
+        sampler.epoch, sampler.position = epoch, 0
+        items = [item for batch in sampler for item in batch]
+        for batch in sampler.batches_for(epoch):
+            assert max(RNG_LENGTHS[entry[0]] for entry in batch) * len(batch) <= 1600
+        counts = np.bincount([item[0] for item in items], minlength=len(RNG_LENGTHS))
+        assert all(counts[i] == 3 for i in range(0, len(RNG_LENGTHS), 10))
+        assert all(counts[i] == 1 for i in range(len(RNG_LENGTHS)) if i % 10 > 1)
+        halves.append(sum(counts[i] for i in range(1, len(RNG_LENGTHS), 10)))
+        copies = {item for item in items if item[0] == 0}  # index 0: factor 3
+        assert copies == {(0, epoch), (0, epoch, 1), (0, epoch, 2)}  # each copy seeds its own augmentation
+    assert 0 < sum(halves) < 4 * len(range(1, len(RNG_LENGTHS), 10))  # factor 0.5: about every other epoch
+    same = BucketBatchSampler(RNG_LENGTHS, batch_frames=1600, max_batch=8, seed=3, repeats=factors)
+    assert same.batches_for(2) == sampler.batches_for(2)  # a resumed run draws the same epoch
+    ones = BucketBatchSampler(RNG_LENGTHS, batch_frames=1600, max_batch=8, seed=3, repeats=[1.0] * 173)
+    plain = BucketBatchSampler(RNG_LENGTHS, batch_frames=1600, max_batch=8, seed=3)
+    assert ones.batches_for(1) == plain.batches_for(1)
+
+
+def test_oversample_factors_match_manifest_fields_and_name_a_rule_that_matches_nothing():
+    config = load_config(None, ['data.oversample={"engine=piper": 3, "voice=flite:kal16": 1.5}'])
+    assert config.data.oversample == {"engine=piper": 3.0, "voice=flite:kal16": 1.5}
+    utterances = [
+        Utterance("a", "x", info={"engine": "piper", "voice": "piper:joe"}),
+        Utterance("b", "x", info={"engine": "flite", "voice": "flite:kal16"}),
+        Utterance("c", "x", info={"engine": "espeak", "voice": "espeak:en-us"}),
+    ]
+    assert oversample_factors(utterances, config.data.oversample) == [3.0, 1.5, 1.0]
+    assert oversample_factors(utterances, {}) is None
+    with pytest.raises(ConfigError, match="no training item has engine=kokoro"):
+        oversample_factors(utterances, {"engine=kokoro": 2.0})
+    with pytest.raises(ConfigError, match="'piper' is not FIELD=VALUE"):
+        oversample_factors(utterances, {"piper": 2.0})
+    with pytest.raises(ConfigError, match="data.oversample: expected a mapping"):
+        load_config(None, ["data.oversample=[piper]"])
+
+
 def test_collate_pads_frames_and_concatenates_labels():
     items = [
         (torch.ones(5, 3), torch.tensor([3, 4])),
@@ -270,6 +311,8 @@ def test_speech_dataset_augments_reproducibly_per_epoch(speak):
     other_epoch, _ = train[(0, 1)]
     torch.testing.assert_close(first, again)  # a resumed run sees the same perturbation
     assert not torch.equal(first, other_epoch)
+    copy, _ = train[(0, 0, 1)]  # an oversampled item's second copy in the same epoch
+    assert not torch.equal(first, copy)
     evaluation = SpeechDataset(utterances, audio, vocab, features, cmvn)
     torch.testing.assert_close(evaluation[(0, 3)][0], plain)  # dev/test never augmented
 

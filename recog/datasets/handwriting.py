@@ -177,7 +177,7 @@ def preflight_samples(
 
 
 class HandwritingDataset(torch.utils.data.Dataset):
-    """Item (index, epoch) -> ((time, feat) normalised frames, label ids); `augment` (a writer or paper
+    """Item (index, epoch[, copy]) -> ((time, feat) normalised frames, label ids); `augment` (a writer or paper
     config) perturbs training items. A perturbation that would leave too few frames for CTC is dropped."""
 
     def __init__(
@@ -208,11 +208,11 @@ class HandwritingDataset(torch.utils.data.Dataset):
         utterance = self.utterances[index]
         return decode_stored(self.task, self.stored[utterance.key], utterance.source)
 
-    def frames(self, index: int, epoch: int | None = None) -> torch.Tensor:
+    def frames(self, index: int, epoch: int | None = None, copy: int = 0) -> torch.Tensor:
         sample = self.input(index)
         frames = None
         if self.augment is not None and epoch is not None:
-            rng = np.random.default_rng((self.seed, epoch, index))
+            rng = np.random.default_rng((self.seed, epoch, index, copy) if copy else (self.seed, epoch, index))
             if rng.random() < self.augment.prob:
                 frames = self.perturbed(sample, rng)
                 if frames.shape[0] < self.min_frames[index]:
@@ -229,6 +229,6 @@ class HandwritingDataset(torch.utils.data.Dataset):
             frames = stretch_width(frames.T, float(np.exp(rng.normal(0, self.augment.stretch)))).T
         return frames
 
-    def __getitem__(self, item: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
-        index, epoch = item if isinstance(item, tuple) else (item, None)
-        return self.frames(index, epoch), self.labels[index]
+    def __getitem__(self, item: tuple[int, ...] | int) -> tuple[torch.Tensor, torch.Tensor]:
+        index, epoch, *copy = item if isinstance(item, tuple) else (item, None)
+        return self.frames(index, epoch, *copy), self.labels[index]

@@ -13,7 +13,7 @@ from recog.vocab import Vocab
 
 
 class SpeechDataset(torch.utils.data.Dataset):
-    """Item (index, epoch) -> ((time, feat) frames, label ids). Augmentation is seeded by
+    """Item (index, epoch[, copy]) -> ((time, feat) frames, label ids). Augmentation is seeded by
     (seed, epoch, index), so a resumed run sees the same perturbations it would have seen."""
 
     def __init__(
@@ -37,18 +37,18 @@ class SpeechDataset(torch.utils.data.Dataset):
         hop = self.features.config.hop_length
         return [1 + self.audio[u.key].shape[0] // hop for u in self.utterances]
 
-    def frames(self, index: int, epoch: int | None = None) -> torch.Tensor:
+    def frames(self, index: int, epoch: int | None = None, copy: int = 0) -> torch.Tensor:
         samples = from_int16(self.audio[self.utterances[index].key])
         if self.augment is None or epoch is None:
             return self.cmvn(self.features(samples))
-        rng = np.random.default_rng((self.seed, epoch, index))
+        rng = np.random.default_rng((self.seed, epoch, index, copy) if copy else (self.seed, epoch, index))
         perturbation = Perturbation.draw(self.augment, self.features.n_bins, rng)
         frames = self.cmvn(self.features.perturbed(samples, perturbation, rng))
         return spec_augment(frames, self.augment, rng)
 
-    def __getitem__(self, item: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
-        index, epoch = item if isinstance(item, tuple) else (item, None)
-        return self.frames(index, epoch), self.labels[index]
+    def __getitem__(self, item: tuple[int, ...] | int) -> tuple[torch.Tensor, torch.Tensor]:
+        index, epoch, *copy = item if isinstance(item, tuple) else (item, None)
+        return self.frames(index, epoch, *copy), self.labels[index]
 
 
 def worker_init(_: int) -> None:
