@@ -9,7 +9,7 @@ from pathlib import Path
 
 from recog.audio import AudioError
 from recog.checkpoint import CheckpointError
-from recog.config import ConfigError
+from recog.config import ConfigError, DecodeConfig
 from recog.datasets.manifest import ManifestError
 from recog.datasets.sets import CorpusError
 
@@ -198,12 +198,19 @@ def cmd_lm_tune(args: argparse.Namespace) -> int:
         frame_seconds=recognizer.frame_seconds,
         workers=args.workers,
     )
-    result = tune(decoder, log_probs, [u.text for u in kept], args.lm_weights, args.word_scores)
-    print(f"{'lm_weight':>9} {'word_score':>10} {'WER':>7} {'CER':>7}")
+    references = [u.text for u in kept]
+    result = tune(decoder, log_probs, references, args.lm_weights, args.word_scores, args.unk_scores or None)
+    print(f"{'lm_weight':>9} {'word_score':>10} {'unk_score':>9} {'WER':>7} {'CER':>7}")
     for row in result["grid"]:
-        print(f"{row['lm_weight']:>9.2f} {row['word_score']:>10.2f} {row['wer']:>7.4f} {row['cer']:>7.4f}")
+        print(
+            f"{row['lm_weight']:>9.2f} {row['word_score']:>10.2f} {row['unk_score']:>9.2f} "
+            f"{row['wer']:>7.4f} {row['cer']:>7.4f}"
+        )
     best = result["best"]
-    print(f"best: lm_weight {best['lm_weight']} word_score {best['word_score']} (WER {best['wer']:.4f})")
+    print(
+        f"best: lm_weight {best['lm_weight']} word_score {best['word_score']} unk_score {best['unk_score']} "
+        f"(WER {best['wer']:.4f})"
+    )
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     return 0
@@ -341,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--order", type=int, help="n-gram order (default: 3 for words, 6 for characters)")
     build.add_argument("--unit", choices=["word", "char"], default="word")
     build.set_defaults(func=cmd_lm_build)
-    tune_lm = lm_commands.add_parser("tune", help="grid-search LM weight and word score on a dev manifest")
+    tune_lm = lm_commands.add_parser(
+        "tune", help="grid-search LM weight, word score and unknown-word score on a dev manifest"
+    )
     tune_lm.add_argument("manifest", help="JSONL dev manifest")
     tune_lm.add_argument("--model", required=True)
     tune_lm.add_argument("--lm", help="LM file (ARPA or compact; default: the checkpoint's word LM)")
@@ -349,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune_lm.add_argument("--beam", type=int, default=25)
     tune_lm.add_argument("--lm-weights", type=floats, default=[0.3, 0.5, 0.8, 1.2])
     tune_lm.add_argument("--word-scores", type=floats, default=[-1.0, 0.0, 1.0, 2.0])
+    tune_lm.add_argument(
+        "--unk-scores",
+        type=floats,
+        default=list(DecodeConfig().tune_unk_scores),
+        help="unknown-word scores to try ('' keeps the decoder's -10)",
+    )
     tune_lm.add_argument("--workers", type=int, default=1, help="decoding threads")
     tune_lm.add_argument("-o", "--output", help="write the grid as JSON")
     tune_lm.set_defaults(func=cmd_lm_tune)

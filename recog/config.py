@@ -123,19 +123,40 @@ class TrainConfig:
     sortagrad: bool = True  # first epoch shortest-first
 
 
+DECODE_ENGINES = ("recog", "flashlight")
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
+    """Beam search. engine "recog" is recog's own decoder (`recog.decode.ctc`: natural-log LM scores, a
+    soft lexicon that spells unknown words); "flashlight" is torchaudio's (log10 LM scores, unknown
+    words become "<unk>"), kept for checkpoints whose weights were tuned for it."""
+
+    engine: str = "recog"  # recog | flashlight
     beam: int = 50
-    beam_size_token: int = 12
-    beam_threshold: float = 25.0
     lm_order: int = 3
     lm_weight: float = 1.0
     word_score: float = 0.5
-    unk_score: float = -10.0
+    unk_score: float = -10.0  # per word outside the lexicon
     lexicon: bool = True
-    # After training, lm_weight and word_score are chosen by dev WER over this grid (`recog train`).
+    # engine recog: per-frame pruning (see recog.decode.ctc.SearchOptions)
+    token_min_logp: float = -8.0  # tokens less likely than this in a frame are not tried there
+    blank_skip_threshold: float = 0.999  # frames whose blank probability reaches this only extend blanks
+    beam_prune: float = 20.0  # drop hypotheses this far (natural log) below the best
+    # engine flashlight: its pruning
+    beam_size_token: int = 12
+    beam_threshold: float = 25.0
+    # After training, lm_weight and word_score (and for engine recog unk_score; empty: keep it) are
+    # chosen by dev WER over this grid (`recog train`).
     tune_lm_weights: tuple[float, ...] = (0.5, 1.0, 2.0)
     tune_word_scores: tuple[float, ...] = (-1.0, 0.5, 2.0)
+    tune_unk_scores: tuple[float, ...] = (-14.0, -10.0, -6.0)
+
+    def __post_init__(self):
+        if self.engine not in DECODE_ENGINES:
+            raise ConfigError(
+                f"decode.engine: expected one of {', '.join(DECODE_ENGINES)}, got {self.engine!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ processes that also run the model and decode. Each line has `path`, `text`, `con
 worked). A character's position is the range of input it covers: for ink the points [start, end) in
 document order (all strokes, as in the file), for images the pixel columns [start, end) of the
 original image. Characters are aligned to the model's frames by CTC forced alignment of the decoded
-text, and the boundary between two characters is the middle of the blank frames between them. A word
-the beam decoder could not name ("<unk>") has no position.
+text, and the boundary between two characters is the middle of the blank frames between them. recog's
+beam decoder spells a word outside its lexicon, so it is placed like any other; with the flashlight
+engine such a word is "<unk>" and has no position.
 
 Output and resume reuse `recog transcribe`'s ledger: every finished file is appended and flushed,
 a torn last line is cut off on restart, and a finished run is rewritten once in input order.
@@ -38,7 +39,7 @@ from recog.transcribe.batches import batch_loader, file_progress
 
 SUFFIXES = {"ink": INK_EXTENSIONS, "image": IMAGE_EXTENSIONS}
 KIND_NAMES = {"ink": "an ink file", "image": "an image"}
-UNKNOWN_WORD = "<unk>"  # what the beam decoder writes for a word outside its lexicon
+UNKNOWN_WORD = "<unk>"  # what the flashlight beam decoder writes for a word outside its lexicon
 
 
 class ReadError(Exception):
@@ -149,12 +150,20 @@ def align(log_probs: np.ndarray, labels: list[int]) -> list[tuple[int, int]] | N
 
 
 def char_positions(
-    log_probs: torch.Tensor, text: str, vocab, stack: int, places: np.ndarray, extent: tuple, task: str
+    log_probs: torch.Tensor,
+    text: str,
+    vocab,
+    stack: int,
+    places: np.ndarray,
+    extent: tuple,
+    task: str,
+    unknown_word: str | None = None,
 ) -> list[dict]:
     """Each character of `text` with the input range it covers and its confidence. Characters the
-    model cannot write (the beam decoder's "<unk>" for a word outside the lexicon) have no position."""
+    model cannot write, and the letters of `unknown_word` (flashlight's "<unk>" for a word outside
+    the lexicon), have no position."""
     unplaced = {index for index, char in enumerate(text) if vocab.unknown_chars(char)}
-    for found in re.finditer(re.escape(UNKNOWN_WORD), text):
+    for found in re.finditer(re.escape(unknown_word), text) if unknown_word else ():
         unplaced.update(range(found.start(), found.end()))
     known = [index for index in range(len(text)) if index not in unplaced]
     chars: list[dict] = [{"char": char, "start": None, "end": None, "confidence": None} for char in text]
@@ -214,7 +223,9 @@ def words_of(chars: list[dict]) -> list[dict]:
     return words
 
 
-def record_for(path: str, transcript, log_probs: torch.Tensor, recognizer, places, facts) -> dict:
+def record_for(
+    path: str, transcript, log_probs: torch.Tensor, recognizer, places, facts, unknown_word: str | None = None
+) -> dict:
     chars = char_positions(
         log_probs,
         transcript.text,
@@ -223,6 +234,7 @@ def record_for(path: str, transcript, log_probs: torch.Tensor, recognizer, place
         places,
         facts["extent"],
         recognizer.task,
+        unknown_word,
     )
     placed = [c["confidence"] for c in chars if c["confidence"] is not None]
     if placed:
@@ -269,6 +281,8 @@ class BatchReader(torch.utils.data.Dataset):
         if ready:
             log_probs = recognizer.forward([frames for _, frames, _, _ in ready], self.options.precision)
             decoder = recognizer.decoder(self.options.decoder)
+            flashlight = self.options.decoder == "beam" and recognizer.decode_config.engine == "flashlight"
+            unknown_word = UNKNOWN_WORD if flashlight else None
             for (index, _, places, facts), scores in zip(ready, log_probs, strict=True):
                 path = self.files[index]
                 try:
@@ -276,7 +290,8 @@ class BatchReader(torch.utils.data.Dataset):
                         transcript = Transcript("")
                     else:
                         transcript = decoder(scores.unsqueeze(0), torch.tensor([scores.shape[0]]))[0]
-                    done.append((index, record_for(path, transcript, scores, recognizer, places, facts)))
+                    record = record_for(path, transcript, scores, recognizer, places, facts, unknown_word)
+                    done.append((index, record))
                 except Exception as error:
                     done.append((index, failure(path, f"{path}: {type(error).__name__}: {error}")))
         return done
@@ -317,7 +332,7 @@ def run(recognizer, paths: list[str], options: ReadOptions) -> ReadSummary:
     todo = [index for index, path in enumerate(files) if path not in done]
     batches = plan(files, todo, options.batch_size)
     if options.decoder == "beam":
-        recognizer.decoder("beam")  # load the LM once, before the workers fork
+        recognizer.decoder("beam")  # the LM loaded and recog's kernels compiled once, before the workers fork
     workers = len(os.sched_getaffinity(0)) if options.workers is None else options.workers
     if torch.device(recognizer.device).type != "cpu":
         workers = 0  # a GPU model runs in this process (forked workers cannot use CUDA)

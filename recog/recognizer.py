@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import tempfile
 from pathlib import Path
 
@@ -74,6 +75,7 @@ class Recognizer:
         else:
             self.frame_seconds = 1.0
         self._decoders: dict[str, object] = {}
+        self._checkpoint_lm: tuple | None = None  # (NGramLM | None, lexicon words | None), parsed once
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
@@ -88,7 +90,11 @@ class Recognizer:
                 config_from_dict(ModelConfig, payload["model_config"]), payload["input_dim"], len(vocab)
             )
             model.load_state_dict(payload["model_state"])
-            decode = config_from_dict(DecodeConfig, payload.get("decode", {}))
+            stored = dict(payload.get("decode", {}))
+            # Checkpoints from before recog's own decoder name no engine: their weights were tuned on
+            # flashlight's (log10) LM scale, so they stay on flashlight and decode as they always did.
+            stored.setdefault("engine", "flashlight")
+            decode = config_from_dict(DecodeConfig, stored)
             cmvn = CMVN.from_state(payload["cmvn"])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(
@@ -100,14 +106,43 @@ class Recognizer:
         if kind not in self._decoders:
             if kind == "greedy":
                 self._decoders[kind] = GreedyDecoder(self.vocab, self.frame_seconds)
-            elif kind == "beam":
+            elif kind == "beam" and self.decode_config.engine == "flashlight":
                 lexicon, lm = self._language_model_files()
                 self._decoders[kind] = BeamDecoder(
                     self.vocab, self.decode_config, lexicon, lm, self.frame_seconds
                 )
+            elif kind == "beam":
+                if self._checkpoint_lm is None:
+                    from recog.decode.ctc import checkpoint_language_model
+
+                    self._checkpoint_lm = checkpoint_language_model(self.language_model)
+                self._decoders[kind] = self._recog_beam(*self._checkpoint_lm)
             else:
                 raise ValueError(f"unknown decoder {kind!r}: expected greedy or beam")
         return self._decoders[kind]
+
+    def _recog_beam(self, lm, words: list[str] | None):
+        """recog's beam decoder with this config's weights and pruning, its kernels compiled (or loaded
+        from numba's cache) by one tiny decode here: `transcribe` and `read` build the decoder before
+        their workers fork, so no worker compiles again."""
+        from recog.decode.ctc import CTCBeamDecoder
+
+        config = self.decode_config
+        decoder = CTCBeamDecoder(
+            self.vocab,
+            lm,
+            words if config.lexicon else None,
+            beam=config.beam,
+            lm_weight=config.lm_weight,
+            word_score=config.word_score,
+            unk_score=config.unk_score,
+            token_min_logp=config.token_min_logp,
+            blank_skip_threshold=config.blank_skip_threshold,
+            beam_prune=config.beam_prune,
+            frame_seconds=self.frame_seconds,
+        )
+        decoder(np.full((2, len(self.vocab)), -math.log(len(self.vocab)), np.float32))  # (time, vocab)
+        return decoder
 
     def _language_model_files(self) -> tuple[str | None, str | None]:
         """The lexicon and ARPA text travel inside the checkpoint; the decoder needs them as files."""
@@ -179,8 +214,9 @@ class Recognizer:
         return transcripts
 
     def configure_beam(self, beam: int | None = None, lm: str | None = None) -> None:
-        """Decoding overrides for this session: the beam width, and another word LM (an ARPA file,
-        whose words join the checkpoint's lexicon) or "none" for lexicon-only beam search."""
+        """Decoding overrides for this session: the beam width, and another word LM (an ARPA file, or for
+        engine recog also a `recog lm build` file; its words join the checkpoint's lexicon) or "none"
+        for lexicon-only beam search."""
         if beam is not None:
             if beam < 1:
                 raise ValueError(f"beam width must be at least 1, got {beam}")
@@ -195,6 +231,15 @@ class Recognizer:
             arpa = Path(lm)
             if not arpa.is_file():
                 raise FileNotFoundError(f"{arpa}: language model not found")
+        if self.decode_config.engine == "recog":
+            from recog.decode.lm import BOS, EOS, UNK, NGramLM
+
+            model = NGramLM.load(arpa) if arpa else None
+            if model is not None and model.unit == "word":
+                words |= {unit for unit in model.units if unit not in (BOS, EOS, UNK)}
+            self._decoders["beam"] = self._recog_beam(model, sorted(words) or None)
+            return
+        if arpa:
             words |= arpa_words(arpa)
         folder = Path(tempfile.mkdtemp(prefix="recog-lm-"))
         lexicon_path = write_lexicon(words, self.vocab, folder / "lexicon")
@@ -216,9 +261,31 @@ class Recognizer:
         stored: dict,
         lm_weights: tuple[float, ...] = (0.5, 1.0, 2.0),
         word_scores: tuple[float, ...] = (-1.0, 0.5, 2.0),
+        unk_scores: tuple[float, ...] = (),
     ) -> dict:
-        """Grid-search the LM weight and word insertion score on a (dev) set by WER; keeps the best."""
+        """Grid-search the LM weight, word insertion score and (engine recog, given `unk_scores`) the
+        unknown-word score on a (dev) set by WER, then CER; keeps the best. Returns {"best", "grid"}."""
         log_probs = self.log_probs([self.stored_input(stored[u.key]) for u in utterances])
+        if self.decode_config.engine == "recog":
+            from recog.decode.ctc import tune
+
+            decoder = self.decoder("beam")
+            result = tune(
+                decoder,
+                log_probs,
+                [u.text for u in utterances],
+                lm_weights,
+                word_scores,
+                unk_scores or None,
+            )
+            best = result["best"]
+            self.decode_config = dataclasses.replace(
+                self.decode_config,
+                lm_weight=best["lm_weight"],
+                word_score=best["word_score"],
+                unk_score=best["unk_score"],
+            )
+            return result
         results = []
         for lm_weight in lm_weights:
             for word_score in word_scores:

@@ -391,8 +391,9 @@ def final_report(trainer: Trainer, config: Config, out_dir: Path, sets: dict) ->
     dev_name = Path(config.data.dev).stem  # "dev" for speech and ink, "dev-images" for line images
     tune_on = dev_name if dev_name in sets else ("dev" if "dev" in sets else None)
     if tune_on and recognizer.language_model:
+        decode = config.decode
         tuning = recognizer.tune_beam(
-            *sets[tune_on], config.decode.tune_lm_weights, config.decode.tune_word_scores
+            *sets[tune_on], decode.tune_lm_weights, decode.tune_word_scores, decode.tune_unk_scores
         )
         report["beam_tuning"] = {"set": tune_on, **tuning}
         payload = load_checkpoint(out_dir / "best.pt")
@@ -401,9 +402,10 @@ def final_report(trainer: Trainer, config: Config, out_dir: Path, sets: dict) ->
             {k: v for k, v in payload.items() if k not in ("format", "version")}, out_dir / "best.pt"
         )
         best = tuning["best"]
+        unk = f", unk_score {best['unk_score']}" if "unk_score" in best else ""  # flashlight: untuned
         print(
-            f"beam search tuned on {tune_on}: lm_weight {best['lm_weight']}, word_score {best['word_score']} "
-            f"(dev WER {100 * best['wer']:.1f}%)"
+            f"beam search ({recognizer.decode_config.engine}) tuned on {tune_on}: lm_weight "
+            f"{best['lm_weight']}, word_score {best['word_score']}{unk} (dev WER {100 * best['wer']:.1f}%)"
         )
     for name, (utterances, stored) in sets.items():
         report["sets"][name] = recognizer.evaluate(utterances, stored, group_by=config.data.group_by or None)

@@ -85,6 +85,7 @@ def test_scientific_notation_without_a_dot_is_a_float(tmp_path):
         ("augment.speed=[0.9, fast]", "augment.speed: expected float"),
         ("train=3", "train: expected a mapping"),
         ("train.lr", "expected key=value"),
+        ("decode.engine=kenlm", "decode.engine: expected one of recog, flashlight, got 'kenlm'"),
     ],
 )
 def test_mistakes_name_the_key(override, message):
@@ -126,3 +127,9 @@ def test_every_shipped_config_loads(path):
 
 def test_configs_folder_is_not_empty():
     assert any(path.name == "speech-tiny.yaml" for path in CONFIGS)
+
+
+def test_beam_search_engine_defaults_to_recog_and_flashlight_can_be_picked():
+    assert load_config(None).decode.engine == "recog"
+    config = load_config(None, ["decode.engine=flashlight", "decode.tune_unk_scores=[]"])
+    assert config.decode.engine == "flashlight" and config.decode.tune_unk_scores == ()

@@ -1,18 +1,27 @@
-"""Decoders on hand-made log-probs whose best path is known; the Kneser-Ney word LM and its ARPA file."""
+"""Decoders on hand-made log-probs whose best path is known; the Kneser-Ney word LM and its ARPA file;
+which beam decoder a checkpoint gets (recog's, or flashlight for checkpoints tuned for it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
-from recog.config import DecodeConfig
+from recog.checkpoint import save_checkpoint
+from recog.config import DecodeConfig, FeatureConfig, ModelConfig
+from recog.datasets.manifest import Utterance
 from recog.decode.beam import BeamDecoder, prepare_language_model, write_lexicon
+from recog.decode.ctc import CTCBeamDecoder
 from recog.decode.greedy import GreedyDecoder
-from recog.decode.lm import BOS, EOS, UNK, kneser_ney, write_arpa
+from recog.decode.lm import BOS, EOS, UNK, build_word_lm, kneser_ney, write_arpa
+from recog.features.speech import CMVN, SpeechFeatures
+from recog.model import CTCModel
+from recog.recognizer import Recognizer
 from recog.vocab import Vocab
 
 VOCAB = Vocab.speech()
@@ -224,3 +233,97 @@ def test_lm_build_command_writes_the_same_model(tmp_path, capsys):
     assert f"wrote {output} (2-gram, {len(SENTENCES)} sentences)" in capsys.readouterr().out
     write_arpa(kneser_ney(SENTENCES, 2), tmp_path / "library.arpa")
     assert output.read_text() == (tmp_path / "library.arpa").read_text()
+
+
+# -- which beam decoder a checkpoint gets ----------------------------------------------------------
+def checkpoint(folder: Path, decode: dict, name: str = "model.pt") -> Path:
+    """A speech checkpoint (untrained weights: these tests decode hand-made log-probs) carrying a
+    lexicon and word LM of SENTENCES, and `decode` as its stored decode settings."""
+    paths = prepare_language_model(SENTENCES, VOCAB, folder / "lm", order=3)
+    features = SpeechFeatures(FeatureConfig())
+    model = CTCModel(ModelConfig(hidden=8, layers=1, stack=3), features.dim, len(VOCAB))
+    payload = {
+        "task": "speech",
+        "model_state": model.state_dict(),
+        "model_config": dataclasses.asdict(model.config),
+        "input_dim": features.dim,
+        "vocab": VOCAB.to_list(),
+        "features": dataclasses.asdict(features.config),
+        "cmvn": CMVN("utterance").state(),
+        "decode": decode,
+        "language_model": {
+            "lexicon": Path(paths["lexicon"]).read_text(),
+            "arpa": Path(paths["lm"]).read_text(),
+        },
+    }
+    save_checkpoint(payload, folder / name)
+    return folder / name
+
+
+def old_decode_settings(**changes) -> dict:
+    """A decode dict as checkpoints stored it before the `engine` key (and recog's pruning) existed."""
+    stored = dataclasses.asdict(DecodeConfig(**changes))
+    for key in ("engine", "token_min_logp", "blank_skip_threshold", "beam_prune", "tune_unk_scores"):
+        del stored[key]
+    return stored
+
+
+UNKNOWN_WORD = emissions(spelled("the zq sat"))  # 'zq' is not in the lexicon
+
+
+def test_a_new_checkpoint_beam_decodes_with_recog_and_spells_words_outside_the_lexicon(tmp_path):
+    path = checkpoint(tmp_path, dataclasses.asdict(DecodeConfig(beam=20, lm_weight=0.5, unk_score=-3.0)))
+    recognizer = Recognizer.load(path)
+    assert recognizer.decode_config.engine == "recog"
+    assert isinstance(recognizer.decoder("beam"), CTCBeamDecoder)
+    (transcript,) = recognizer.decode([UNKNOWN_WORD[0]], "beam")
+    assert transcript.text == "the zq sat" and "<unk>" not in transcript.text
+    # frames of 0.03 s (hop 10 ms x 3 stacked); 'zq' is spelled on frames 9 and 11
+    assert recognizer.frame_seconds == pytest.approx(0.03)
+    assert [(w.word, w.start, w.end) for w in transcript.words][1] == ("zq", 0.27, 0.36)
+    assert all(w.confidence == pytest.approx(0.9, abs=1e-3) for w in transcript.words)
+    # the lexicon still corrects a misspelling the acoustics barely prefer
+    frames = spelled("the c") + [{"s": 0.5, "a": 0.4}, "-"] + spelled("t sat")[1:]
+    assert recognizer.decode([emissions(frames)[0]], "beam")[0].text == "the cat sat"
+
+
+def test_an_old_checkpoint_stays_on_flashlight(tmp_path):
+    path = checkpoint(tmp_path, old_decode_settings(beam=20, lm_weight=0.5, unk_score=-3.0))
+    recognizer = Recognizer.load(path)
+    assert recognizer.decode_config.engine == "flashlight"
+    assert isinstance(recognizer.decoder("beam"), BeamDecoder)
+    (transcript,) = recognizer.decode([UNKNOWN_WORD[0]], "beam")
+    assert "<unk>" in transcript.text.split()  # flashlight cannot spell a word outside the lexicon
+    recognizer.configure_beam(beam=10)  # overrides keep the engine
+    assert isinstance(recognizer.decoder("beam"), BeamDecoder)
+
+
+def test_another_lm_brings_its_words_and_none_searches_the_lexicon_alone(tmp_path):
+    path = checkpoint(tmp_path, dataclasses.asdict(DecodeConfig(beam=20, lm_weight=0.5, unk_score=-1000.0)))
+    recognizer = Recognizer.load(path)
+    banned = recognizer.decode([UNKNOWN_WORD[0]], "beam")[0].text
+    assert banned != "the zq sat"  # an unknown word costs too much with the checkpoint's lexicon
+    other = build_word_lm(["the zq sat", "a zq ran"], tmp_path / "other.arpa", 2)
+    recognizer.configure_beam(beam=12, lm=str(other))
+    decoder = recognizer.decoder("beam")
+    assert isinstance(decoder, CTCBeamDecoder) and decoder.options.beam == 12
+    assert {"zq", "cat", "mat"} <= set(decoder.lexicon_words)  # the LM's words join the lexicon
+    assert recognizer.decode([UNKNOWN_WORD[0]], "beam")[0].text == "the zq sat"
+    recognizer.configure_beam(lm="none")
+    decoder = recognizer.decoder("beam")
+    assert decoder.lm is None and "zq" not in decoder.lexicon_words
+    frames = spelled("the c") + [{"s": 0.5, "a": 0.4}, "-"] + spelled("t sat")[1:]
+    assert recognizer.decode([emissions(frames)[0]], "beam")[0].text == "the cat sat"
+
+
+def test_tune_beam_picks_the_unknown_word_score_from_the_grid(tmp_path):
+    path = checkpoint(tmp_path, dataclasses.asdict(DecodeConfig(beam=20)))
+    recognizer = Recognizer.load(path)
+    recognizer.log_probs = lambda inputs: [UNKNOWN_WORD[0] for _ in inputs]  # no model: hand-made
+    recognizer.stored_input = lambda stored: stored
+    utterances = [Utterance("u1", "the zq sat")]
+    result = recognizer.tune_beam(utterances, {"u1": None}, (0.5,), (0.0,), (-1000.0, -2.0))
+    assert [row["unk_score"] for row in result["grid"]] == [-1000.0, -2.0]
+    assert result["best"]["unk_score"] == -2.0 and result["best"]["wer"] == 0.0
+    assert recognizer.decode_config.unk_score == -2.0 and recognizer.decode_config.word_score == 0.0
+    assert recognizer.decode([UNKNOWN_WORD[0]], "beam")[0].text == "the zq sat"  # the decoder kept the best

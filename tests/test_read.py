@@ -26,12 +26,13 @@ from test_handwriting_train import trained_run
 from recog.checkpoint import save_checkpoint
 from recog.config import DecodeConfig, ModelConfig, load_config
 from recog.datasets.manifest import read_manifest
+from recog.decode.ctc import CTCBeamDecoder
 from recog.features.image import stretch_contrast
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.image import read_image
 from recog.ink import Ink, decode_ink, read_ink
 from recog.model import CTCModel
-from recog.read import align, char_positions, words_of
+from recog.read import align, char_positions, load_input, words_of
 from recog.recognizer import Recognizer
 from recog.vocab import Vocab
 
@@ -88,7 +89,7 @@ def lines_of(path: Path) -> list[dict]:
 def check_positions(record: dict, total: int, extent: tuple[int, int]) -> None:
     """Characters tile the input in order: contiguous, from the first ink to the last."""
     assert "".join(c["char"] for c in record["chars"]) == record["text"]
-    chars = [c for c in record["chars"] if c["start"] is not None]  # "<unk>" from beam search has none
+    chars = [c for c in record["chars"] if c["start"] is not None]  # flashlight's "<unk>" has none
     if not chars:
         return
     assert chars[0]["start"] == extent[0] and chars[-1]["end"] == extent[1] <= total
@@ -221,7 +222,7 @@ def test_read_a_folder_of_images_with_a_broken_one(image_model, tmp_path):
     assert list(records) == ["a.png", "b.jpg", "d.png", "e.png", "c.bmp"]  # sorted walk, folders after files
     assert records["d.png"]["error"] and records["e.png"]["error"].endswith("not an image Pillow can read")
     recognizer = Recognizer.load(image_model["out"] / "best.pt")
-    lexicon = {line.split("\t")[0] for line in recognizer.language_model["lexicon"].splitlines()}
+    assert recognizer.decode_config.engine == "recog"
     for name in ("a.png", "b.jpg", "c.bmp"):
         record = records[name]
         assert record["error"] is None
@@ -229,7 +230,10 @@ def test_read_a_folder_of_images_with_a_broken_one(image_model, tmp_path):
         assert (record["width"], record["height"]) == (ink_map.shape[1], ink_map.shape[0])
         columns = np.flatnonzero((stretch_contrast(ink_map) > 0.25).any(axis=0))  # where normalisation crops
         check_positions(record, ink_map.shape[1], (columns[0], columns[-1] + 1))  # in the original's pixels
-        assert set(record["text"].split()) - {"<unk>"} <= lexicon  # beam search with the lexicon
+        # recog's beam search, as the library runs it; a word outside the lexicon is spelled and placed
+        frames, _, _ = load_input(recognizer, record["path"])
+        assert record["text"] == recognizer.decode(recognizer.forward([frames]), "beam")[0].text
+        assert all(c["start"] is not None for c in record["chars"] if c["char"] != " ")
     assert "5 files (0 already done, 2 failed)" in result.stderr
 
 
@@ -362,11 +366,11 @@ def test_ink_frames_map_back_to_the_points_as_given_duplicates_included():
     assert places[pen_up].tolist() == starts.tolist() and len(set(stroke_of[places])) == 3
 
 
-def test_a_word_outside_the_lexicon_gets_no_position_and_the_rest_are_still_placed():
+def test_flashlights_unknown_word_gets_no_position_and_the_rest_are_still_placed():
     vocab = Vocab.speech()
     a, b, space = (vocab.encode(ch)[0] for ch in "ab ")
     log_probs = hand_made([a, 0, space, 0, 0, space, b], len(vocab))
-    chars = char_positions(log_probs, "a <unk> b", vocab, 1, np.arange(7), (0, 7), "ink")
+    chars = char_positions(log_probs, "a <unk> b", vocab, 1, np.arange(7), (0, 7), "ink", "<unk>")
     assert [c["char"] for c in chars] == list("a <unk> b")
     assert all(c["start"] is None and c["confidence"] is None for c in chars[2:7])
     assert [(c["start"], c["end"]) for c in chars if c["start"] is not None] == [
@@ -377,3 +381,19 @@ def test_a_word_outside_the_lexicon_gets_no_position_and_the_rest_are_still_plac
     ]
     assert words_of(chars)[1] == {"word": "<unk>", "start": None, "end": None, "confidence": None}
     assert [w["start"] for w in words_of(chars)] == [0, None, 6]
+
+
+def test_a_word_recogs_beam_search_spells_outside_the_lexicon_is_placed_like_the_rest():
+    vocab = Vocab.speech()
+    a, b, k, n, u, space = (vocab.encode(ch)[0] for ch in "abknu ")
+    path = [a, 0, space, u, n, k, 0, space, b]  # "a unk b": 'unk' is not in the lexicon
+    log_probs = hand_made(path, len(vocab))
+    decoder = CTCBeamDecoder(vocab, lexicon=["a", "b"], beam=8, unk_score=-2.0, frame_seconds=1.0)
+    transcript = decoder(log_probs)[0]
+    assert transcript.text == "a unk b"
+    chars = char_positions(log_probs, transcript.text, vocab, 1, np.arange(len(path)), (0, len(path)), "ink")
+    assert all(c["start"] is not None and c["confidence"] == pytest.approx(0.9) for c in chars)
+    words = words_of(chars)
+    assert [(w["word"], w["start"], w["end"]) for w in words] == [("a", 0, 2), ("unk", 3, 7), ("b", 8, 9)]
+    # the same words and spans as the decoder's own word times (frames = points here)
+    assert [(w.word, w.start) for w in transcript.words] == [(w["word"], w["start"]) for w in words]

@@ -161,6 +161,23 @@ def test_word_times_match_known_boundaries_whole_and_chunked(segments_recognizer
     assert_times(segment_times(tight), spans)
 
 
+def test_recogs_beam_search_gives_the_same_word_times_in_a_forked_worker(
+    segments_recognizer, spoken_words, tmp_path
+):
+    from recog.decode.ctc import CTCBeamDecoder
+    from recog.decode.kernels import beam_search
+
+    samples, spans = spoken_words
+    path = tmp_path / "words.wav"
+    soundfile.write(path, samples, RATE, subtype="PCM_16")
+    (beam,) = segments_recognizer.transcribe([str(path)], workers=1, decoder="beam")
+    assert isinstance(segments_recognizer.decoder("beam"), CTCBeamDecoder)
+    assert beam_search.signatures  # compiled in this process before the worker forked
+    assert beam.error is None
+    assert_times(segment_times(beam), spans)
+    assert all(0.0 < word.confidence <= 1.0 for word in beam.words)
+
+
 def cuts(path: Path, chunk_seconds: float) -> list[tuple[float, bool]]:
     """Where the engine cuts a recording into pieces of about `chunk_seconds`, and if each is a pause."""
     options = Options(chunk_seconds=chunk_seconds)

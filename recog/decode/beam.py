@@ -1,4 +1,5 @@
-"""Beam search with a lexicon and a word n-gram LM, through torchaudio's flashlight CTC decoder."""
+"""Beam search with a lexicon and a word n-gram LM, through torchaudio's flashlight CTC decoder
+(`decode.engine: flashlight`; recog's own is `recog.decode.ctc`)."""
 
 from __future__ import annotations
 

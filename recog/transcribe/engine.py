@@ -214,7 +214,7 @@ def transcribe_sources(recognizer, sources, todo, options: Options, writer: Writ
     workers = cores if options.workers is None else options.workers
     workers = min(workers, len(batches))
     if options.decoder == "beam":
-        recognizer.decoder("beam")  # load the LM once, before the workers fork
+        recognizer.decoder("beam")  # the LM loaded and recog's kernels compiled once, before the workers fork
     reader = BatchReader(recognizer, batches, options)
     loader = batch_loader(reader, workers)
     progress = file_progress(len(todo), len(todo) - probed, options.progress)
