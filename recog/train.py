@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from recog.checkpoint import load_checkpoint, save_checkpoint
 from recog.config import Config, TrainConfig, config_to_dict
-from recog.datasets.batching import BucketBatchSampler, collate
+from recog.datasets.batching import BucketBatchSampler, collate, oversample_factors
 from recog.datasets.handwriting import HandwritingDataset
 from recog.datasets.sets import prepare_corpus, prepare_sets
 from recog.datasets.speech import SpeechDataset, worker_init
@@ -106,6 +106,7 @@ class Trainer:
             sortagrad=config.train.sortagrad,
             rank=context.rank,
             world_size=context.world_size,
+            repeats=oversample_factors(self.train_set.utterances, config.data.oversample),
         )
         self.state = TrainState()
         self.epoch_position = 0  # batches trained in the current epoch
