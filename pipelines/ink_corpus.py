@@ -1,5 +1,6 @@
-"""Build the synthetic handwriting corpus: fortune sentences written in Hershey styles by random
-writers (ink + a rendered line image each), plus lines rendered with outline fonts (images only).
+"""Build the synthetic handwriting corpus: fortune sentences written by random writers in Hershey
+styles or along the skeletons of outline fonts (ink + a rendered line image each), plus lines rendered
+with outline fonts (images only).
 
 Layout under --out DIR: shards/{split}-NNNN.tar (per sample: ink.npz when it has ink, png, json),
 {split}.jsonl (ink samples, for the online model), {split}-images.jsonl (line images, for the offline
@@ -30,22 +31,24 @@ import numpy as np
 from tqdm import tqdm
 
 from pipelines.hershey import LetterVariety, add_pen_clock, load_styles, split_styles, write_text
-from pipelines.outline_fonts import OutlineFont, render_text, split_fonts
+from pipelines.outline_fonts import OutlineFont, ink_fonts, render_text, split_fonts
+from pipelines.skeleton_ink import skeleton_ink, thin
 from pipelines.speech_corpus import SAMPLES_PER_SHARD, _cached_summary, _remove_stale_partials, _replace_dir
 from pipelines.text import load_fortune_sentences, split_sentences_for_corpus
 from recog.features.image import PaperStyle, degrade
-from recog.features.strokes import WriterStyle
+from recog.features.strokes import WriterStyle, perturb
 from recog.image import encode_png, render_ink
 from recog.ink import encode_ink
 
-GENERATOR_VERSION = 2  # bump when a change to text, styles or synthesis should invalidate cached corpora
+GENERATOR_VERSION = 3  # bump when a change to text, styles or synthesis should invalidate cached corpora
 SPLITS = ("train", "dev", "dev-seen", "test", "test-seen")
 _SPLIT_SEED_TAG = {"train": 1, "dev": 2, "test": 3, "dev-seen": 4, "test-seen": 5}
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Corpus size: `train_lines` ink lines and `train_outline_lines` outline-font images."""
+    """Corpus size: `train_lines` ink lines (a `skeleton_share` of them traced from outline fonts, the
+    rest Hershey) and `train_outline_lines` outline-font images."""
 
     min_words: int
     max_words: int
@@ -54,19 +57,37 @@ class Preset:
     test_sentences: int
     train_lines: int
     train_outline_lines: int
+    skeleton_share: float = 0.0
 
 
 PRESETS = {
-    "tiny": Preset(2, 6, 40, dev_sentences=6, test_sentences=6, train_lines=40, train_outline_lines=12),
+    "tiny": Preset(
+        2,
+        6,
+        40,
+        dev_sentences=6,
+        test_sentences=6,
+        train_lines=40,
+        train_outline_lines=12,
+        skeleton_share=0.3,
+    ),
     "default": Preset(
-        2, 12, 64, dev_sentences=300, test_sentences=450, train_lines=40000, train_outline_lines=15000
+        2,
+        12,
+        64,
+        dev_sentences=300,
+        test_sentences=450,
+        train_lines=40000,
+        train_outline_lines=15000,
+        skeleton_share=0.3,
     ),
 }
 
 
 @dataclass(frozen=True)
 class Job:
-    """One line to write: `kind` 'hershey' (styles = style names) or 'outline' (styles = font paths)."""
+    """One line to write: `kind` 'hershey' (styles = style names), 'skeleton' (ink traced from the font
+    in styles[0], of `family`) or 'outline' (an image of that font)."""
 
     split: str
     index: int
@@ -74,6 +95,7 @@ class Job:
     kind: str
     styles: tuple[str, ...]
     seed: int
+    family: str = ""
 
 
 @dataclass
@@ -98,6 +120,8 @@ def make_sample(job: Job) -> Sample:
     try:
         if job.kind == "hershey":
             sample = _hershey_sample(job, rng)
+        elif job.kind == "skeleton":
+            sample = _skeleton_sample(job, rng)
         else:
             sample = _outline_sample(job, rng)
     except Exception as error:  # one odd line must not end a long build; counted and reported
@@ -116,12 +140,25 @@ def _hershey_sample(job: Job, rng: np.random.Generator) -> Sample:
     styles = load_styles()
     writer = WriterStyle.draw(rng)
     ink, drawn = write_text(job.text, [styles[name] for name in job.styles], rng, writer=writer)
+    return _ink_sample(job, ink, drawn["main_style"], drawn["styles"], {}, rng)
+
+
+def _skeleton_sample(job: Job, rng: np.random.Generator) -> Sample:
+    font = OutlineFont(job.styles[0], job.family)  # refuses reserved fonts by path and family
+    ink = perturb(skeleton_ink(job.text, font, rng), WriterStyle.draw(rng), rng)
+    letters = {job.family: sum(c != " " for c in job.text)}
+    return _ink_sample(job, ink, job.family, letters, {"font": Path(font.path).name}, rng)
+
+
+def _ink_sample(job: Job, ink, style: str, styles: dict, extra: dict, rng: np.random.Generator) -> Sample:
+    """Pen clock, rendered image and manifest fields for a written line of ink."""
     timed, device = add_pen_clock(ink, rng)
     image = render_ink(ink, x_height_px=rng.uniform(9, 16), pen_width=rng.uniform(1.0, 3.2))
     image = degrade(image, _stored_paper(rng), rng)
     info = {
-        "style": drawn["main_style"],
-        "styles": drawn["styles"],
+        "style": style,
+        "styles": styles,
+        **extra,
         "points": timed.num_points,
         "strokes": len(timed.strokes),
         "duration": round(float(timed.times[-1][-1] - timed.times[0][0]), 3),
@@ -133,10 +170,9 @@ def _hershey_sample(job: Job, rng: np.random.Generator) -> Sample:
 
 
 def _outline_sample(job: Job, rng: np.random.Generator) -> Sample:
-    path = job.styles[int(rng.integers(len(job.styles)))]
-    font = OutlineFont(path, Path(path).stem)  # refuses reserved fonts by path
+    font = OutlineFont(job.styles[0], job.family)  # refuses reserved fonts by path and family
     image = degrade(render_text(job.text, font, rng), _stored_paper(rng), rng)
-    info = {"font": Path(path).name, "width": image.shape[1], "height": image.shape[0]}
+    info = {"font": Path(font.path).name, "width": image.shape[1], "height": image.shape[0]}
     return Sample(job, png=encode_png(image), info=info)
 
 
@@ -145,20 +181,42 @@ def _job_seed(seed: int, split: str, index: int) -> int:
     return int(np.random.default_rng([seed, _SPLIT_SEED_TAG[split], index]).integers(2**63))
 
 
+def _font_job(split: str, index: int, text: str, kind: str, fonts, seed: int) -> Job:
+    """A job in one font: a family drawn uniformly (a family of 12 faces counts once), then a face."""
+    rng = np.random.default_rng([seed, _SPLIT_SEED_TAG[split], index, 7])
+    families = sorted({font.key for font in fonts})
+    family = families[int(rng.integers(len(families)))]
+    faces = [font for font in fonts if font.key == family]
+    face = faces[int(rng.integers(len(faces)))]
+    return Job(split, index, text, kind, (face.path,), _job_seed(seed, split, index), face.family)
+
+
 def plan_split(
-    split: str, sentences: Sequence[str], count: int, outline_count: int, styles, fonts, seed: int
+    split: str,
+    sentences: Sequence[str],
+    count: int,
+    outline_count: int,
+    styles,
+    fonts,
+    seed: int,
+    skeleton_fonts=(),
+    skeleton_share: float = 0.0,
 ) -> list[Job]:
-    """`count` Hershey lines then `outline_count` outline lines, interleaved so both make progress;
-    sentences in order, reused only when exhausted."""
-    hershey = [
-        Job(split, i, sentences[i % len(sentences)], "hershey", tuple(styles), _job_seed(seed, split, i))
-        for i in range(count)
-    ]
-    paths = tuple(font.path for font in fonts)
+    """`count` ink lines (a `skeleton_share` of them, spread evenly, traced from `skeleton_fonts`, the
+    rest Hershey) then `outline_count` outline lines, interleaved so all make progress; sentences in
+    order, reused only when exhausted."""
+    share = skeleton_share if skeleton_fonts else 0.0
+    hershey = []
+    for i in range(count):
+        sentence = sentences[i % len(sentences)]
+        if int((i + 1) * share) > int(i * share):
+            hershey.append(_font_job(split, i, sentence, "skeleton", skeleton_fonts, seed))
+        else:
+            hershey.append(Job(split, i, sentence, "hershey", tuple(styles), _job_seed(seed, split, i)))
     outline = []
-    for i in range(count, count + outline_count if paths else count):
+    for i in range(count, count + outline_count if fonts else count):
         sentence = sentences[(i * 7919) % len(sentences)]  # not in step with the Hershey lines
-        outline.append(Job(split, i, sentence, "outline", paths, _job_seed(seed, split, i)))
+        outline.append(_font_job(split, i, sentence, "outline", fonts, seed))
     jobs: list[Job] = []
     step = max(1, len(hershey) // max(1, len(outline)))
     while hershey or outline:
@@ -214,7 +272,8 @@ class SplitWriter:
 
     def summary(self) -> dict:
         return {
-            "ink_lines": self.counts["hershey"],
+            "ink_lines": self.counts["hershey"] + self.counts["skeleton"],
+            "skeleton_ink_lines": self.counts["skeleton"],
             "outline_lines": self.counts["outline"],
             "failed": self.counts["failed"],
             "sentences": len(self.texts),
@@ -245,6 +304,7 @@ def build_corpus(
         "preset": preset,
         "train_lines": train_lines,
         "train_outline_lines": outline_lines,
+        "skeleton_share": settings.skeleton_share,
         "seed": seed,
         "generator_version": GENERATOR_VERSION,
     }
@@ -259,6 +319,8 @@ def build_corpus(
 
     styles = split_styles()
     fonts = split_fonts()
+    skeleton_fonts = ink_fonts(fonts["train"]) if settings.skeleton_share > 0 else []
+    thin(np.ones((3, 3), dtype=bool))  # compile the thinning once, before the workers fork
     sentences = [
         s
         for s in load_fortune_sentences(settings.min_words, settings.max_words)
@@ -273,7 +335,15 @@ def build_corpus(
         ),
         "test-seen": plan_split("test-seen", text.test, len(text.test), 0, styles["train"], [], seed),
         "train": plan_split(
-            "train", text.train, train_lines, outline_lines, styles["train"], fonts["train"], seed
+            "train",
+            text.train,
+            train_lines,
+            outline_lines,
+            styles["train"],
+            fonts["train"],
+            seed,
+            skeleton_fonts,
+            settings.skeleton_share,
         ),
     }
     workers = workers or os.cpu_count() or 1
@@ -300,7 +370,7 @@ def build_corpus(
         for writer in writers.values():
             writer.close()
         wall = time.perf_counter() - started
-        summary = _summarise(parameters, styles, fonts, writers, text, wall, workers)
+        summary = _summarise(parameters, styles, fonts, skeleton_fonts, writers, text, wall, workers)
         (partial / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
         (partial / "lm-text.txt").write_text("\n".join(text.train) + "\n")
         (partial / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
@@ -312,8 +382,8 @@ def build_corpus(
     return out_dir
 
 
-def _summarise(parameters, styles, fonts, writers, text, wall: float, workers: int) -> dict:
-    lines = sum(w.counts["hershey"] + w.counts["outline"] for w in writers.values())
+def _summarise(parameters, styles, fonts, skeleton_fonts, writers, text, wall: float, workers: int) -> dict:
+    lines = sum(w.counts["hershey"] + w.counts["skeleton"] + w.counts["outline"] for w in writers.values())
     busy: Counter[str] = Counter()
     made: Counter[str] = Counter()
     for writer in writers.values():
@@ -324,6 +394,7 @@ def _summarise(parameters, styles, fonts, writers, text, wall: float, workers: i
         "lines": lines,
         "styles": styles,
         "outline_fonts": {split: sorted({f.family for f in group}) for split, group in fonts.items()},
+        "ink_fonts": {"train": sorted({f.family for f in skeleton_fonts}), "dev": [], "test": []},
         "letter_variety": asdict(LetterVariety()),
         "sentence_pool": {"train": len(text.train), "dev": len(text.dev), "test": len(text.test)},
         "splits": {split: writer.summary() for split, writer in writers.items()},
@@ -333,7 +404,7 @@ def _summarise(parameters, styles, fonts, writers, text, wall: float, workers: i
             "lines_per_second": round(lines / max(wall, 1e-9), 1),
             **{
                 f"{kind}_lines_per_cpu_second": round(made[kind] / max(busy[kind], 1e-9), 1)
-                for kind in ("hershey", "outline")
+                for kind in ("hershey", "skeleton", "outline")
             },
         },
         "generation_seconds": round(wall, 1),
@@ -345,13 +416,15 @@ def _print_summary(out_dir: Path, summary: dict) -> None:
     for split in SPLITS:
         info = summary["splits"][split]
         print(
-            f"  {split:10s} {info['ink_lines']:6d} ink lines {info['outline_lines']:6d} outline lines "
+            f"  {split:10s} {info['ink_lines']:6d} ink lines ({info['skeleton_ink_lines']} from font skeletons) "
+            f"{info['outline_lines']:6d} outline lines "
             f"{info['sentences']:6d} sentences {info['failed']} failed"
         )
     speed = summary["speed"]
     print(
         f"  speed: {speed['lines_per_second']} lines/s wall clock with {speed['workers']} workers; per CPU second "
-        f"{speed['hershey_lines_per_cpu_second']} ink lines, {speed['outline_lines_per_cpu_second']} outline lines"
+        f"{speed['hershey_lines_per_cpu_second']} Hershey ink lines, {speed['skeleton_lines_per_cpu_second']} skeleton "
+        f"ink lines, {speed['outline_lines_per_cpu_second']} outline lines"
     )
 
 

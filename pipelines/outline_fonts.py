@@ -19,12 +19,25 @@ from scipy import ndimage
 
 from recog.features.image import smooth_field
 
-FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
+FONT_DIRS = (
+    Path("/usr/share/fonts"),
+    Path("/usr/local/share/fonts"),
+    Path.home() / ".fonts",
+    Path("/usr/share/texmf/fonts/opentype/public/tex-gyre"),  # fonts-texgyre (for TeX Gyre Chorus)
+)
 # Substrings of a lowercased font path or family name that mark a reserved font.
 RESERVED_FONT_PARTS = ("dkg", "sjfonts", "delphine", "steve", "kristi", "ecolier", "dancing", "breip")
 RESERVED_FONT_PARTS += ("inkscape",)
 # Not text faces.
 SKIPPED_FAMILY_PARTS = ("math", "symbol", "emoji", "dingbat")
+# Packages of many upright text faces with one or two handwriting-like ones: only those are used, so
+# Times and Helvetica clones do not swamp the script families (path part -> family keys kept).
+ONLY_FAMILIES_UNDER = {
+    "/nanum/": ("nanumpenscript", "nanumbrushscript"),
+    "/urw-base35/": ("z003",),
+    "/tex-gyre/": ("texgyrechorus",),
+    "/texgyre/": ("texgyrechorus",),
+}
 REQUIRED_CHARS = "abcdefghijklmnopqrstuvwxyz'"
 # Held-out families, the first one installed of each list (one never serves both).
 TEST_FAMILIES = ("rufscript", "humorsans", "dejavuserif")
@@ -38,6 +51,15 @@ class FontError(RuntimeError):
 def is_reserved_font(path: str | Path, family: str = "") -> bool:
     text = f"{path} {family}".lower()
     return Path(path).suffix.lower() == ".svg" or any(part in text for part in RESERVED_FONT_PARTS)
+
+
+def is_wanted_family(path: str | Path, family: str) -> bool:
+    """False for the text faces of packages that are installed for their script faces only."""
+    text = str(path).lower()
+    for part, keys in ONLY_FAMILIES_UNDER.items():
+        if part in text:
+            return family_key(family) in keys
+    return True
 
 
 def family_key(family: str) -> str:
@@ -86,6 +108,8 @@ def discover_fonts(dirs: tuple[Path, ...] = FONT_DIRS) -> tuple[OutlineFont, ...
                 continue
             if is_reserved_font(path, family) or any(p in family.lower() for p in SKIPPED_FAMILY_PARTS):
                 continue
+            if not is_wanted_family(path, family):
+                continue
             if _covers(path):
                 found.append(OutlineFont(str(path), family))
     return tuple(found)
@@ -106,9 +130,53 @@ def split_fonts(fonts: tuple[OutlineFont, ...] | None = None) -> dict[str, list[
     }
 
 
+# ---------------------------------------------------------------- fonts to trace as ink (pipelines.skeleton_ink)
+# Families drawn with hatching or outlines rather than one line per stroke: their skeletons are not
+# what a pen does.
+SKETCH_FAMILIES = ("cabinsketch",)
+HEAVY_FACES = ("bold", "black", "heavy")  # in a font file's name (SemiBold included)
+
+
+def _glyph_shape(face, char: str) -> np.ndarray:
+    """The glyph cropped to its box, scaled to 24 x 24, blurred, mean removed (shapes compare, not
+    sizes or weights)."""
+    canvas = Image.new("L", (80, 80), 0)
+    ImageDraw.Draw(canvas).text((10, 60), char, font=face, fill=255, anchor="ls")
+    box = canvas.getbbox()
+    if box is None:
+        return np.zeros((24, 24))
+    shape = np.asarray(canvas.crop(box).resize((24, 24)), dtype=np.float64) / 255.0
+    shape = ndimage.gaussian_filter(shape, 1.0)
+    return shape - shape.mean()
+
+
+@functools.lru_cache(maxsize=256)
+def has_lowercase(path: str) -> bool:
+    """False for capitals-only fonts (their 'a' is an 'A' shape), whose ink would teach wrong letters."""
+    face = load_face(path, 48)
+    similarity = []
+    for char in "abdegnqr":
+        lower, upper = _glyph_shape(face, char), _glyph_shape(face, char.upper())
+        norm = np.sqrt((lower * lower).sum() * (upper * upper).sum())
+        similarity.append((lower * upper).sum() / norm if norm > 0 else 1.0)
+    return float(np.mean(similarity)) < 0.6  # measured: capitals-only fonts 0.7-1.0, others 0.1-0.5
+
+
+def ink_fonts(fonts: list[OutlineFont]) -> list[OutlineFont]:
+    """The fonts whose skeletons read as handwriting: not sketched, not capitals only, and not the bold
+    faces of a family (at line size their short branches, a t's bar, are as long as thinning spurs)."""
+    return [
+        f
+        for f in fonts
+        if f.key not in SKETCH_FAMILIES
+        and not any(w in Path(f.path).stem.lower() for w in HEAVY_FACES)
+        and has_lowercase(f.path)
+    ]
+
+
 # ---------------------------------------------------------------- rendering
 @functools.lru_cache(maxsize=256)
-def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+def load_face(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
 
 
@@ -125,7 +193,7 @@ def elastic(ink: np.ndarray, amplitude: float, cells: float, rng: np.random.Gene
 def render_text(text: str, font: OutlineFont, rng: np.random.Generator) -> np.ndarray:
     """An ink map (1 = ink) of `text` in `font`, letters bounced off the baseline, slanted and bent."""
     size = int(rng.integers(22, 44))
-    face = _font(font.path, size)
+    face = load_face(font.path, size)
     spacing = rng.uniform(-0.04, 0.12) * size
     width = int(sum(face.getlength(c) for c in text) + spacing * len(text) + 2 * size)
     canvas = Image.new("L", (max(width, 4), int(size * 2.2)), 0)

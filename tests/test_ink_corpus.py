@@ -12,7 +12,14 @@ import pytest
 
 from pipelines.hershey import DEV_STYLES, TEST_STYLES, load_styles, split_styles, thin_repeats, write_text
 from pipelines.ink_corpus import build_corpus
-from pipelines.outline_fonts import FontError, OutlineFont, discover_fonts, is_reserved_font, split_fonts
+from pipelines.outline_fonts import (
+    FontError,
+    OutlineFont,
+    discover_fonts,
+    is_reserved_font,
+    is_wanted_family,
+    split_fonts,
+)
 from recog.datasets.manifest import read_manifest
 from recog.features.image import ImageFeatures
 from recog.features.strokes import StrokeFeatures
@@ -70,12 +77,38 @@ def test_reserved_fonts_are_refused(tmp_path):
     assert split_fonts(found) == {"train": list(found), "dev": [], "test": []}
 
 
+def test_script_families_train_and_text_faces_of_big_packages_are_left_out():
+    split = split_fonts()
+    train = {font.key for font in split["train"]}
+    assert {f.key for f in split["dev"]} == {"femkeklaver"} and {f.key for f in split["test"]} == {
+        "rufscript"
+    }
+    assert not train & {"femkeklaver", "rufscript"}
+    installed = {font.key for font in discover_fonts()}
+    for key in ("lobstertwo", "nanumpenscript", "nanumbrushscript", "texgyrechorus", "z003", "kleeone"):
+        assert key in train or key not in installed
+    # Only the script faces of the big packages: no Times or Helvetica clones, no Nanum Gothic.
+    assert not installed & {"nimbusroman", "nimbussans", "texgyretermes", "nanumgothic", "nanummyeongjo"}
+    assert not is_wanted_family(
+        "/usr/share/fonts/opentype/urw-base35/NimbusRoman-Regular.otf", "Nimbus Roman"
+    )
+    assert is_wanted_family("/usr/share/fonts/opentype/urw-base35/Z003-MediumItalic.otf", "Z003")
+    assert not is_wanted_family("/usr/share/fonts/truetype/nanum/NanumGothic.ttf", "NanumGothic")
+    assert is_wanted_family("/usr/share/fonts/truetype/nanum/NanumPen.ttf", "Nanum Pen Script")
+    assert not any(is_reserved_font(font.path, font.family) for font in discover_fonts())
+
+
 def test_tiny_corpus_build(tmp_path, capsys):
     out = build_corpus(tmp_path / "corpus", preset="tiny", workers=2)
     summary = json.loads((out / "corpus.json").read_text())
     assert (out / "DONE").exists() and summary["lines"] > 0
     splits = summary["splits"]
     assert splits["train"]["ink_lines"] == 40 and splits["train"]["outline_lines"] == 12
+    assert splits["train"]["skeleton_ink_lines"] == 12  # the preset's 30 % of the ink lines
+    assert all(splits[s]["skeleton_ink_lines"] == 0 for s in ("dev", "test", "dev-seen", "test-seen"))
+    ink_fonts = set(summary["ink_fonts"]["train"])
+    assert ink_fonts and not ink_fonts & {"femkeklaver", "Rufscript"}
+    assert "skeleton_lines_per_cpu_second" in summary["speed"]
     assert set(splits["dev"]["letters_by_style"]) == set(DEV_STYLES)
     assert set(splits["test"]["letters_by_style"]) == set(TEST_STYLES)
     assert not set(splits["train"]["letters_by_style"]) & (set(DEV_STYLES) | set(TEST_STYLES))
@@ -89,7 +122,14 @@ def test_tiny_corpus_build(tmp_path, capsys):
     assert not lm_text & {u.text for u in dev}
 
     images = read_manifest(out / "train-images.jsonl")
-    assert {u.info["source"] for u in images} == {"hershey", "outline"}
+    assert {u.info["source"] for u in images} == {"hershey", "skeleton", "outline"}
+    traced = [u for u in train if u.info["source"] == "skeleton"]
+    assert len(traced) == 12
+    assert all(u.info["style"] in ink_fonts and u.info["font"].endswith((".ttf", ".otf")) for u in traced)
+    with tarfile.open(traced[0].shard) as shard:
+        ink = decode_ink(shard.extractfile(f"{traced[0].key}.ink.npz").read())
+    assert ink.num_points == traced[0].info["points"] and ink.times is not None
+    assert StrokeFeatures()(ink).shape[0] > 4 * len(traced[0].text)
     strokes, columns = StrokeFeatures(), ImageFeatures()
     utterance = train[0]
     with tarfile.open(utterance.shard) as shard:
