@@ -54,7 +54,8 @@ FLASHLIGHT = {
 }
 FLASHLIGHT_OTHER = {"beam_size_token": 8, "beam_threshold": 20.0}  # beams not tuned above
 FAST_CTC = {"beam_cut_threshold": 1e-4}
-# speech: LM weight, word score, unknown-word score, from a grid on the dev set (beams 25 and 100)
+# speech, for checkpoints tuned for flashlight (newer ones carry recog's own dev-tuned weights):
+# LM weight, word score, unknown-word score, from a grid on the dev set (beams 25 and 100)
 SPEECH_WEIGHTS = (0.6, 0.0, -14.0)
 
 
@@ -127,14 +128,21 @@ def speech(model: Path, manifest: Path, cache: Path, limit: int | None) -> dict 
     lm = NGramLM.from_arpa(_text_stream(language_model["arpa"])) if language_model else None
     lexicon = [line.split("\t")[0] for line in language_model.get("lexicon", "").splitlines() if line]
     decode = payload.get("decode", {})
+    if decode.get("engine") == "recog":  # weights tuned on dev for recog's decoder by `recog train`
+        weights = (decode["lm_weight"], decode["word_score"], decode["unk_score"])
+        # flashlight scores the LM in log10 units: the same fusion needs ln(10) times the weight
+        flashlight_weights = (weights[0] * math.log(10), weights[1])
+    else:  # an older checkpoint, tuned for flashlight
+        weights = SPEECH_WEIGHTS
+        flashlight_weights = (decode.get("lm_weight", 1.0), decode.get("word_score", 0.0))
     return {
         "log_probs": log_probs,
         "texts": texts,
         "lm": lm,
         "lexicon": lexicon,
         "model_sha1": _sha1(model),
-        "weights": SPEECH_WEIGHTS,
-        "flashlight_weights": (decode.get("lm_weight", 1.0), decode.get("word_score", 0.0)),
+        "weights": weights,
+        "flashlight_weights": flashlight_weights,
     }
 
 

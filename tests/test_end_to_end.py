@@ -204,12 +204,14 @@ def test_transcribe_writes_one_json_line_per_input_and_survives_a_bad_file(train
     assert lines[1]["text"] is None and lines[1]["words"] == []
     assert lines[1]["error"].startswith(f"{bad}: ")
 
-    # with beam search every word comes from the lexicon built from the training text
+    # beam search (recog's decoder with the checkpoint's lexicon and LM) gives what the library gives
     beam = run_recog("transcribe", "--beam", "--model", model, str(first), "-o", str(tmp_path / "out.jsonl"))
     assert beam.stdout == ""
     (entry,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    lexicon = {line.split("\t")[0] for line in recognizer.language_model["lexicon"].splitlines()}
-    assert entry["error"] is None and set(entry["text"].split()) <= lexicon
+    expected = recognizer.decode(recognizer.log_probs([read_audio(first)]), "beam")[0]
+    assert recognizer.decode_config.engine == "recog"
+    assert entry["error"] is None and entry["text"] == expected.text
+    assert [w["word"] for w in entry["words"]] == [w.word for w in expected.words]
 
     # nothing usable at all: a non-zero exit, still one line per input
     failed = run_recog("transcribe", "--model", model, str(bad), check=False)
