@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,22 @@ def subprocess_env() -> dict[str, str]:
     env["OMP_NUM_THREADS"] = "1"
     env["CUDA_VISIBLE_DEVICES"] = ""
     return env
+
+
+def kill_after_lines(process: subprocess.Popen, out: Path, lines: int, timeout: float = 120) -> None:
+    """SIGKILL `process` (stderr piped) once `out` holds `lines` complete lines; fails if it exits first."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not (out.exists() and out.read_bytes().count(b"\n") >= lines):
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, f"not {lines} lines of output within {timeout:.0f} s"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
 
 
 def run_recog(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

@@ -7,19 +7,16 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import os
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_recog, subprocess_env
+from conftest import REPO, kill_after_lines, run_recog, subprocess_env
 from PIL import Image
 from test_handwriting_train import trained_run
 
@@ -158,18 +155,7 @@ def test_read_resumes_after_kill_minus_nine_without_duplicate_torn_or_missing_li
     process = subprocess.Popen(
         [sys.executable, "-m", "recog.cli", *args], cwd=REPO, env=subprocess_env(), stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 120
-    try:
-        while not (out.exists() and out.read_bytes().count(b"\n") >= 5):
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no output within 120 s"
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.stderr.close()
+    kill_after_lines(process, out, 5)
     first = out.read_bytes()
     done = first.count(b"\n")
     assert 5 <= done < 150

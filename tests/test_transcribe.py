@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import REPO, run_recog, subprocess_env, synthesize
+from conftest import REPO, kill_after_lines, run_recog, subprocess_env, synthesize
 
 from recog.audio import find_pause, read_audio
 from recog.config import DecodeConfig, FeatureConfig, ModelConfig
@@ -547,17 +546,7 @@ def test_kill_minus_nine_then_the_same_command_finishes_without_loss_or_duplicat
         [sys.executable, "-c", SLOW_READER, *args], cwd=REPO, env=subprocess_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    try:
-        while not (out.exists() and out.read_text().count("\n") >= 5):
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_after_lines(process, out, 5)
     assert process.returncode == -signal.SIGKILL
     before = read_records(out)[0]
     assert 5 <= len(before) < 24
