@@ -12,6 +12,7 @@ import torch
 
 from recog.decode.ctc import CTCBeamDecoder, tune
 from recog.decode.lm import NGramLM
+from recog.decode.transcript import Transcript, Word
 from recog.vocab import Vocab
 
 VOCAB = Vocab.speech()
@@ -155,6 +156,79 @@ def test_pruning_keeps_the_answer_on_peaked_input_and_batches_match():
         padded[row, : len(item)] = torch.from_numpy(item)
     lengths = torch.tensor([len(x) for x in inputs])
     assert [t.text for t in fast(padded, lengths)] == texts
+
+
+def transcript_from_tokens(ids, frames, posteriors, score, vocab, frame_seconds):
+    """The per-hypothesis assembly recog did in Python before the batch kernel (the reference)."""
+    space, words, begin = vocab.tokens.index(" "), [], 0
+    for end in [*(i for i, token in enumerate(ids) if token == space), len(ids)]:
+        if end > begin:
+            text = "".join(vocab.tokens[i] for i in ids[begin:end])
+            confidence = sum(posteriors[begin:end]) / (end - begin)
+            words.append(Word(text, round(frames[begin] * frame_seconds, 3),
+                              round((frames[end - 1] + 1) * frame_seconds, 3), round(confidence, 4)))  # fmt: skip
+        begin = end + 1
+    return Transcript(" ".join(w.word for w in words), float(score), words)
+
+
+def random_batch(seed: int, count: int) -> list[np.ndarray]:
+    """Unpeaked, speech-like log-probs of many lengths (some empty), spaces and repeats included."""
+    rng = np.random.default_rng(seed)
+    batch = []
+    for _ in range(count):
+        logits = rng.normal(0.0, 2.0, (int(rng.integers(0, 70)), len(VOCAB)))
+        logits[:, 0] += rng.normal(1.0, 2.0)
+        logits[:, VOCAB.tokens.index(" ")] += 1.0
+        batch.append((logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32))
+    return batch
+
+
+@pytest.mark.parametrize("with_lm", [False, True])
+def test_one_batch_call_gives_what_one_utterance_at_a_time_gives(with_lm, word_lm):
+    empty = np.zeros((0, len(VOCAB)), np.float32)
+    batch = random_batch(3, 40) + [empty] + [emissions(spelled(text)) for text in SENTENCES]
+    options = {"lm": word_lm, "lexicon": WORDS, "lm_weight": 0.8, "word_score": 0.5} if with_lm else {}
+    decoder = CTCBeamDecoder(VOCAB, beam=12, nbest=3, hotwords={"the cat": 2.0}, **options)
+    together = decoder.nbest(batch)
+    assert together == [decoder.nbest(item)[0] for item in batch]
+    assert together == CTCBeamDecoder(VOCAB, beam=12, nbest=3, hotwords={"the cat": 2.0}, workers=3,
+                                      **options).nbest(batch)  # fmt: skip
+    assert [hypotheses[0] for hypotheses in together] == decoder(batch)
+    assert together[-1][0].text == SENTENCES[-1]
+    assert any(not len(item) for item in batch) and all(hypotheses for hypotheses in together)
+    # padded (batch, time, vocab) with lengths: the same again
+    longest = max(len(item) for item in batch)
+    padded = np.zeros((len(batch), longest, len(VOCAB)), np.float32)
+    for row, item in enumerate(batch):
+        padded[row, : len(item)] = item
+    assert decoder.nbest(padded, [len(item) for item in batch]) == together
+
+
+def test_batch_words_times_and_confidences_match_the_per_token_reference(word_lm):
+    """Word times and confidences the kernel assembles equal those rebuilt from the tokens, the frames
+    they were emitted on and their posteriors (the assembly the per-utterance path used to do)."""
+    from recog.decode.kernels import beam_search
+
+    batch = [*random_batch(5, 30), np.zeros((0, len(VOCAB)), np.float32)]
+    decoder = CTCBeamDecoder(VOCAB, lm=word_lm, lexicon=WORDS, beam=10, frame_seconds=0.04)
+    transcripts = decoder(batch)
+    options = decoder.options
+    offsets = np.concatenate([[0], np.cumsum([len(item) for item in batch])]).astype(np.int64)
+    counts, scores, lengths, _, tokens, frames, probs, _, _ = beam_search(
+        np.concatenate(batch), offsets, options.beam, options.token_min_logp, len(VOCAB),
+        math.log(options.blank_skip_threshold), options.beam_prune, 1, decoder._scorer)  # fmt: skip
+    at = 0
+    for transcript, count, item in zip(transcripts, counts, batch, strict=True):
+        if not count:
+            assert transcript == Transcript("", 0.0, []) and not len(item)
+            continue
+        length = lengths[at]
+        start = lengths[:at].sum()
+        ids, times = tokens[start : start + length].tolist(), frames[start : start + length].tolist()
+        posteriors = probs[start : start + length].tolist()
+        assert posteriors == pytest.approx([math.exp(item[f, i]) for f, i in zip(times, ids, strict=True)])
+        assert transcript == transcript_from_tokens(ids, times, posteriors, scores[at], VOCAB, 0.04)
+        at += 1
 
 
 def test_word_times_and_confidences():

@@ -90,52 +90,72 @@ class CTCBeamDecoder:
     def nbest(self, log_probs, lengths=None) -> list[list[Transcript]]:
         """Per input, up to `nbest` Transcripts, best first (never empty: an empty text at worst)."""
         inputs = _as_arrays(log_probs, lengths)
+        for item in inputs:
+            if item.ndim != 2 or (len(item) and item.shape[1] != len(self.vocab)):
+                raise ValueError(f"log-probs have {item.shape[-1]} classes, the vocabulary {len(self.vocab)}")
         if self.workers > 1 and len(inputs) > 1:  # the compiled search releases the GIL: threads suffice
+            size = -(-len(inputs) // self.workers)
+            chunks = [inputs[i : i + size] for i in range(0, len(inputs), size)]
             with ThreadPoolExecutor(self.workers) as pool:
-                return list(pool.map(self._decode_one, inputs))
-        return [self._decode_one(item) for item in inputs]
+                return [hypotheses for chunk in pool.map(self._decode_batch, chunks) for hypotheses in chunk]
+        return self._decode_batch(inputs)
 
-    def _decode_one(self, log_probs: np.ndarray) -> list[Transcript]:
+    def _decode_batch(self, inputs: list[np.ndarray]) -> list[list[Transcript]]:
+        """All inputs in one compiled call; Python only assembles the Transcripts."""
+        if not inputs:
+            return []
+        vocab_size = len(self.vocab)
+        if len(inputs) == 1:
+            flat = inputs[0] if len(inputs[0]) else np.zeros((0, vocab_size), np.float32)
+        else:
+            flat = np.concatenate([item.reshape(-1, vocab_size) for item in inputs])  # (frames, vocab)
+        offsets = np.zeros(len(inputs) + 1, np.int64)
+        np.cumsum([len(item) for item in inputs], out=offsets[1:])
         options = self.options
-        if log_probs.shape[0] == 0:
-            return [Transcript("", 0.0, [])]
-        if log_probs.shape[1] != len(self.vocab):
-            raise ValueError(f"log-probs have {log_probs.shape[1]} classes, the vocabulary {len(self.vocab)}")
         threshold = options.blank_skip_threshold
-        scores, lengths, tokens, frames, probs = beam_search(
-            log_probs,
+        counts, scores, lengths, n_words, tokens, _, _, words, confidences = beam_search(
+            flat,
+            offsets,
             options.beam,
             options.token_min_logp,
-            options.token_max if options.token_max > 0 else len(self.vocab),
+            options.token_max if options.token_max > 0 else vocab_size,
             math.log(threshold) if 0 < threshold < 1 else math.inf,
             options.beam_prune,
             1 if options.nbest == 1 else options.beam,  # prefixes differing in a trailing space share a text
             self._scorer,
         )
-        tokens, frames, probs = tokens.tolist(), frames.tolist(), probs.tolist()
-        results, seen, start = [], set(), 0
-        for score, length in zip(scores.tolist(), lengths.tolist(), strict=True):
-            end = start + length
-            transcript = self._transcript(tokens[start:end], frames[start:end], probs[start:end], score)
-            start = end
-            if transcript.text not in seen:
-                seen.add(transcript.text)
-                results.append(transcript)
-        return results[: options.nbest] or [Transcript("", 0.0, [])]
-
-    def _transcript(self, ids: list[int], at: list[int], posteriors: list[float], score: float) -> Transcript:
-        """Words split on spaces; a word spans its first character's frame to one after its last, and
-        its confidence is the mean posterior of its characters on the frames that emitted them."""
-        tokens, seconds, words, begin = self.vocab.tokens, self.frame_seconds, [], 0
-        for end in [*(i for i, token in enumerate(ids) if token == self.space), len(ids)]:
-            if end > begin:
-                text = "".join([tokens[i] for i in ids[begin:end]])
-                confidence = sum(posteriors[begin:end]) / (end - begin)
-                words.append(Word(text, round(at[begin] * seconds, 3), round((at[end - 1] + 1) * seconds, 3),
-                                  round(confidence, 4)))  # fmt: skip
-            begin = end + 1
-        text = " ".join([word.word for word in words]) if self.space >= 0 else self.vocab.decode(ids)
-        return Transcript(text, float(score), words)
+        names, seconds, nbest = self.vocab.tokens, self.frame_seconds, options.nbest
+        tokens, words, confidences = tokens.tolist(), words.tolist(), confidences.tolist()
+        scores, lengths, n_words = scores.tolist(), lengths.tolist(), n_words.tolist()
+        results, hypothesis, token_at, word_at = [], 0, 0, 0
+        for count in counts.tolist():
+            transcripts, seen = [], set()
+            for _ in range(count):
+                ids = tokens[token_at : token_at + lengths[hypothesis]]
+                spelled = [names[i] for i in ids]
+                hypothesis_words = []
+                for begin, end, first, last in words[word_at : word_at + n_words[hypothesis]]:
+                    confidence = confidences[word_at + len(hypothesis_words)]
+                    hypothesis_words.append(
+                        Word(
+                            "".join(spelled[begin:end]),
+                            round(first * seconds, 3),
+                            round(last * seconds, 3),
+                            round(confidence, 4),
+                        )
+                    )
+                if self.space >= 0:
+                    text = " ".join([word.word for word in hypothesis_words])
+                else:
+                    text = "".join(spelled)
+                if text not in seen:
+                    seen.add(text)
+                    transcripts.append(Transcript(text, scores[hypothesis], hypothesis_words))
+                token_at += lengths[hypothesis]
+                word_at += n_words[hypothesis]
+                hypothesis += 1
+            results.append(transcripts[:nbest] or [Transcript("", 0.0, [])])
+        return results
 
     # -- tables -------------------------------------------------------------------------------
     @property

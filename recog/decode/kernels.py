@@ -1,6 +1,6 @@
 """The compiled inner loops of `recog.decode.ctc`: n-gram lookup and CTC prefix beam search (numba).
 
-The whole utterance is searched in one compiled call. A beam entry is a prefix (a node of a prefix
+A whole batch of utterances is searched in one compiled call. A beam entry is a prefix (a node of a prefix
 tree that also holds what depends only on the prefix: its LM state, its place in the lexicon trie and
 the hotword automaton, its LM/lexicon/hotword score) and two acoustic log-probs (paths ending in
 blank, and in the prefix's last token). Per frame, every entry stays (blank or its last token again)
@@ -132,26 +132,159 @@ def _grow(ints, floats, capacity):
     return bigger_ints, bigger_floats
 
 
-@njit(cache=True, nogil=True)
-def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, beam_prune, nbest, scorer):
-    """CTC prefix beam search over (time, vocab) log-probs (blank = 0).
+@njit(cache=True)
+def _grow_output(array, needed):
+    if needed <= len(array):
+        return array
+    bigger = np.empty(max(needed, 2 * len(array)), array.dtype)
+    bigger[: len(array)] = array
+    return bigger
 
-    Returns the n best as (scores, lengths, tokens, frames, probs): per hypothesis its total score,
-    and its tokens with the frame each was first emitted on and its posterior there, concatenated."""
+
+@njit(cache=True, nogil=True)
+def beam_search(
+    log_probs, offsets, beam, token_min_logp, token_max, blank_skip_logp, beam_prune, nbest, scorer
+):
+    """CTC prefix beam search over a batch: utterance u is rows offsets[u]:offsets[u + 1] of the
+    (frames, vocab) log-probs (blank = 0). One compiled call for the batch; work arrays are shared.
+
+    Returns flat arrays: per utterance how many hypotheses (none for an empty one); per hypothesis its
+    total score, token count and word count; per token its id, the frame it was first emitted on and
+    its posterior there; per word (tokens split on spaces) its first and end token within the
+    hypothesis, its first and end frame (one past its last character's) and its mean posterior."""
+    vocab = log_probs.shape[1]
+    n_utterances = len(offsets) - 1
+    capacity = 1024
+    ints = np.empty((capacity, INT_COLUMNS), np.int32)
+    floats = np.empty((capacity, FLOAT_COLUMNS), np.float64)
+    most = beam * vocab + beam
+    work = (
+        np.zeros(beam, np.int32),  # beam_node
+        np.zeros(beam, np.float64),  # beam_blank
+        np.full(beam, NEG_INF),  # beam_token
+        np.zeros(beam, np.int32),  # beam_last
+        np.full(beam, -1, np.int32),  # beam_parent
+        np.zeros(beam, np.float64),  # totals
+        np.empty(beam, np.float64),  # reach
+        np.empty(most, np.int32),  # cand_node
+        np.empty(most, np.int32),  # cand_parent
+        np.empty(most, np.int32),  # cand_token
+        np.empty(most, np.int32),  # cand_lm
+        np.empty(most, np.int32),  # cand_lex
+        np.empty(most, np.int32),  # cand_hot
+        np.empty(most, np.float64),  # cand_fixed
+        np.empty(most, np.float64),  # cand_bonus
+        np.empty(most, np.float64),  # cand_blank
+        np.empty(most, np.float64),  # cand_end
+        np.empty(most, np.float64),  # cand_score
+        np.empty(most, np.float64),  # cand_total
+        np.empty(most, np.float64),  # scratch
+        np.full(beam * vocab, -1, np.int32),  # child_slot
+        np.empty(vocab, np.int32),  # tokens
+        np.empty(beam, np.float64),  # final
+    )
+    space = scorer[16]
+    counts = np.zeros(n_utterances, np.int32)
+    scores = np.empty(n_utterances * nbest, np.float64)
+    lengths = np.zeros(n_utterances * nbest, np.int32)
+    n_words = np.zeros(n_utterances * nbest, np.int32)
+    out_tokens = np.empty(1024, np.int32)
+    out_frames = np.empty(1024, np.int32)
+    out_probs = np.empty(1024, np.float64)
+    word_ints = np.empty(4 * 256, np.int32)  # per word: first token, end token, first frame, end frame
+    word_conf = np.empty(256, np.float64)
+    n_hyps = n_tokens_out = n_words_out = 0
+    for u in range(n_utterances):
+        utterance = log_probs[offsets[u] : offsets[u + 1]]
+        if len(utterance) == 0:
+            continue
+        ints, floats, n_best = _search(
+            utterance,
+            beam,
+            token_min_logp,
+            token_max,
+            blank_skip_logp,
+            beam_prune,
+            scorer,
+            ints,
+            floats,
+            work,
+        )
+        beam_node, final = work[0], work[22]
+        order = np.argsort(-final[:n_best])[: min(nbest, n_best)]
+        counts[u] = len(order)
+        for rank in range(len(order)):
+            node, length = beam_node[order[rank]], 0
+            while node > 0:
+                length += 1
+                node = ints[node, PARENT]
+            out_tokens = _grow_output(out_tokens, n_tokens_out + length)
+            out_frames = _grow_output(out_frames, n_tokens_out + length)
+            out_probs = _grow_output(out_probs, n_tokens_out + length)
+            position, node = n_tokens_out + length - 1, beam_node[order[rank]]
+            while node > 0:
+                token, frame = ints[node, TOKEN], ints[node, FRAME]
+                out_tokens[position], out_frames[position] = token, frame
+                out_probs[position] = math.exp(utterance[frame, token])
+                position -= 1
+                node = ints[node, PARENT]
+            # words: runs of tokens between spaces
+            begin, words = 0, 0
+            for end in range(length + 1):
+                if end < length and out_tokens[n_tokens_out + end] != space:
+                    continue
+                if end > begin:
+                    word_ints = _grow_output(word_ints, 4 * (n_words_out + words + 1))
+                    word_conf = _grow_output(word_conf, n_words_out + words + 1)
+                    total = 0.0
+                    for k in range(begin, end):
+                        total += out_probs[n_tokens_out + k]
+                    at = 4 * (n_words_out + words)
+                    word_ints[at], word_ints[at + 1] = begin, end
+                    word_ints[at + 2] = out_frames[n_tokens_out + begin]
+                    word_ints[at + 3] = out_frames[n_tokens_out + end - 1] + 1
+                    word_conf[n_words_out + words] = total / (end - begin)
+                    words += 1
+                begin = end + 1
+            scores[n_hyps], lengths[n_hyps], n_words[n_hyps] = final[order[rank]], length, words
+            n_hyps += 1
+            n_tokens_out += length
+            n_words_out += words
+    return (
+        counts,
+        scores[:n_hyps],
+        lengths[:n_hyps],
+        n_words[:n_hyps],
+        out_tokens[:n_tokens_out],
+        out_frames[:n_tokens_out],
+        out_probs[:n_tokens_out],
+        word_ints[: 4 * n_words_out].reshape((n_words_out, 4)),
+        word_conf[:n_words_out],
+    )
+
+
+@njit(cache=True, nogil=True)
+def _search(
+    log_probs, beam, token_min_logp, token_max, blank_skip_logp, beam_prune, scorer, ints, floats, work
+):
+    """One utterance. Leaves the final beam in work (its nodes, their complete scores) and returns the
+    node tables (grown if need be) and the beam's size."""
     # every table unpacked once: array temporaries inside the loop would cost reference counting
     mode, lm, lm_weight, word_score, unk_score, has_lexicon, token_unit = scorer[:7]
     lex_start, lex_count, lex_token, lex_node, lex_word, lex_smear = scorer[7:13]
     hot_goto, hot_partial, hot_output, space, root_lm, eos, margin = scorer[13:20]
     keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp = lm
+    beam_node, beam_blank, beam_token, beam_last, beam_parent, totals, reach = work[:7]
+    cand_node, cand_parent, cand_token, cand_lm, cand_lex, cand_hot = work[7:13]
+    cand_fixed, cand_bonus, cand_blank, cand_end, cand_score, cand_total, scratch = work[13:20]
+    child_slot, tokens, final = work[20:23]
     frames, vocab = log_probs.shape
     has_trie = len(lex_start) > 0
     unk_lookahead = lm_weight * unk_logp + (unk_score if has_lexicon else 0.0)
     unk_gain = max(0.0, unk_score) if has_lexicon else 0.0
     # the most a space can raise a prefix's fixed score (LM log-probs are <= 0)
     space_gain = max(0.0, word_score) + unk_gain + margin
-    capacity = 1024
-    ints = np.empty((capacity, INT_COLUMNS), np.int32)
-    floats = np.empty((capacity, FLOAT_COLUMNS), np.float64)
+    capacity = len(ints)
     root_hot = hot_goto[0, space] if space >= 0 else 0
     ints[0, PARENT], ints[0, TOKEN], ints[0, FRAME], ints[0, LM_STATE] = -1, space, -1, root_lm
     ints[0, LEX], ints[0, HOT], ints[0, STAMP], ints[0, SLOT] = 0, root_hot, 0, 0
@@ -159,31 +292,13 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
     floats[0, FIXED], floats[0, BONUS] = 0.0, hot_partial[root_hot]
     count = 1
     # the beam: node, paths ending in blank / in the last token, last token, parent's slot (or -1)
-    beam_node = np.zeros(beam, np.int32)
-    beam_blank = np.zeros(beam, np.float64)
-    beam_token = np.full(beam, NEG_INF)
-    beam_last = np.full(beam, space, np.int32)
-    beam_parent = np.full(beam, -1, np.int32)
+    beam_node[:] = 0
+    beam_blank[:] = 0.0
+    beam_token[:] = NEG_INF
+    beam_last[:] = space
+    beam_parent[:] = -1
     beam_size = 1
-    totals = np.zeros(beam, np.float64)  # per entry: all its paths, blank- and token-ending
-    reach = np.empty(beam, np.float64)
-    # candidates: the entries that stay (the first beam_size), then extensions not yet nodes
-    most = beam * vocab + beam
-    cand_node = np.empty(most, np.int32)
-    cand_parent = np.empty(most, np.int32)
-    cand_token = np.empty(most, np.int32)
-    cand_lm = np.empty(most, np.int32)
-    cand_lex = np.empty(most, np.int32)
-    cand_hot = np.empty(most, np.int32)
-    cand_fixed = np.empty(most, np.float64)
-    cand_bonus = np.empty(most, np.float64)
-    cand_blank = np.empty(most, np.float64)
-    cand_end = np.empty(most, np.float64)
-    cand_score = np.empty(most, np.float64)
-    cand_total = np.empty(most, np.float64)
-    scratch = np.empty(most, np.float64)
-    child_slot = np.full(beam * vocab, -1, np.int32)  # (entry, token) -> the entry that is that child
-    tokens = np.empty(vocab, np.int32)
+    totals[:] = 0.0  # per entry: all its paths, blank- and token-ending
     skipped, n_skipped, step = 0.0, 0, 0
     for t in range(frames):
         blank_logp = log_probs[t, 0]
@@ -381,7 +496,6 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
             beam_parent[i] = ints[parent, SLOT] if parent >= 0 and ints[parent, STAMP] == step else -1
         beam_size = size
     # complete hypotheses: the last word closed (unless the prefix ends in a space), then </s>
-    final = np.empty(beam_size, np.float64)
     for i in range(beam_size):
         node = beam_node[i]
         fixed, lm_state = floats[node, FIXED], ints[node, LM_STATE]
@@ -403,24 +517,4 @@ def beam_search(log_probs, beam, token_min_logp, token_max, blank_skip_logp, bea
             fixed += lm_weight * _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff,
                                            state_parent, unk_logp, lm_state, eos)[0]  # fmt: skip
         final[i] = totals[i] + skipped + fixed
-    order = np.argsort(-final)[: min(nbest, beam_size)]
-    lengths = np.zeros(len(order), np.int32)
-    for rank in range(len(order)):
-        node = beam_node[order[rank]]
-        while node > 0:
-            lengths[rank] += 1
-            node = ints[node, PARENT]
-    out_tokens = np.empty(lengths.sum(), np.int32)
-    out_frames = np.empty(lengths.sum(), np.int32)
-    out_probs = np.empty(lengths.sum(), np.float64)
-    end = 0
-    for rank in range(len(order)):
-        end += lengths[rank]
-        position, node = end - 1, beam_node[order[rank]]
-        while node > 0:
-            token, frame = ints[node, TOKEN], ints[node, FRAME]
-            out_tokens[position], out_frames[position] = token, frame
-            out_probs[position] = math.exp(log_probs[frame, token])
-            position -= 1
-            node = ints[node, PARENT]
-    return final[order], lengths, out_tokens, out_frames, out_probs
+    return ints, floats, beam_size
