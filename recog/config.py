@@ -81,6 +81,9 @@ class ModelConfig:
     # Convolutional front end (line images): 3x3 conv + ReLU + height pooling per entry, these many
     # channels; the frames are read as a one-channel (feat, time) image. Empty: no front end.
     conv_channels: tuple[int, ...] = ()
+    # Normalisation in each conv block, between the convolution and the ReLU: "none" (as before) or
+    # "instance" (per line and channel over its rows and its own columns; padding-independent).
+    conv_norm: str = "none"
 
 
 @dataclass(frozen=True)

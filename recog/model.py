@@ -36,15 +36,40 @@ def stack_frames(
     return stacked, torch.div(lengths, stack, rounding_mode="floor")
 
 
+class MaskedInstanceNorm(nn.Module):
+    """Per line and channel: zero mean, unit variance over the rows and the line's own columns (the
+    padding is left out of the statistics), then a learned scale and shift per channel."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        values, mask = image.float(), mask.float()  # (batch, chan, rows, time), (batch, 1, 1, time)
+        count = (mask.sum(dim=3, keepdim=True) * image.shape[2]).clamp(min=1.0)  # (batch, 1, 1, 1)
+        mean = (values * mask).sum(dim=(2, 3), keepdim=True) / count
+        variance = ((values - mean).square() * mask).sum(dim=(2, 3), keepdim=True) / count
+        normalised = (values - mean) * torch.rsqrt(variance + self.eps)
+        return (normalised * self.weight[:, None, None] + self.bias[:, None, None]).to(image.dtype)
+
+
+CONV_NORMS = ("none", "instance")
+
+
 class ConvFrontEnd(nn.Module):
     """Frames read as a one-channel (feat, time) image (a line image's columns): per block a 3x3
-    convolution, ReLU and 2x pooling over the feature axis; the time axis keeps its length.
-    Positions past each sequence's length are zeroed after every block, so a padded batch gives
-    exactly the outputs of the sequences alone."""
+    convolution, optional normalisation, ReLU and 2x pooling over the feature axis; the time axis
+    keeps its length. Positions past each sequence's length are zeroed after every block, so a
+    padded batch gives exactly the outputs of the sequences alone."""
 
-    def __init__(self, input_dim: int, channels: tuple[int, ...]):
+    def __init__(self, input_dim: int, channels: tuple[int, ...], norm: str = "none"):
         super().__init__()
+        if norm not in CONV_NORMS:
+            raise ValueError(f"model.conv_norm: expected one of {list(CONV_NORMS)}, got {norm!r}")
         self.blocks = nn.ModuleList()
+        self.norms = nn.ModuleList()  # empty without normalisation: old checkpoints keep their keys
         height, previous = input_dim, 1
         for count in channels:
             if height < 2:
@@ -52,6 +77,8 @@ class ConvFrontEnd(nn.Module):
                     f"model.conv_channels: {len(channels)} blocks halve {input_dim} features to 0"
                 )
             self.blocks.append(nn.Conv2d(previous, count, kernel_size=3, padding=1))
+            if norm == "instance":
+                self.norms.append(MaskedInstanceNorm(count))
             previous, height = count, height // 2
         self.output_dim = previous * height
         self.norm = nn.LayerNorm(self.output_dim)  # per frame: independent of the batch and its padding
@@ -61,8 +88,11 @@ class ConvFrontEnd(nn.Module):
         mask = (steps.unsqueeze(0) < lengths.to(frames.device).unsqueeze(1)).to(frames.dtype)  # (batch, time)
         mask = mask[:, None, None, :]
         image = frames.transpose(1, 2).unsqueeze(1) * mask  # (batch, 1, feat, time)
-        for block in self.blocks:
-            image = torch.relu(block(image))
+        for index, block in enumerate(self.blocks):
+            image = block(image)
+            if self.norms:
+                image = self.norms[index](image, mask)
+            image = torch.relu(image)
             rows = image.shape[2] // 2  # 2x max pooling over the features (faster than max_pool2d on CPUs)
             image = image[:, :, : 2 * rows].unflatten(2, (rows, 2)).amax(dim=3) * mask.to(image.dtype)
         batch, channels, height, time = image.shape
@@ -91,7 +121,11 @@ class CTCModel(nn.Module):
         super().__init__()
         self.config = config
         self.input_dim, self.vocab_size = input_dim, vocab_size
-        self.front = ConvFrontEnd(input_dim, tuple(config.conv_channels)) if config.conv_channels else None
+        self.front = (
+            ConvFrontEnd(input_dim, tuple(config.conv_channels), config.conv_norm)
+            if config.conv_channels
+            else None
+        )
         frame_dim = self.front.output_dim if self.front is not None else input_dim
         self.layers = nn.ModuleList(
             BidirectionalLayer(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
 from torch import nn
 
-from recog.config import FeatureConfig, ModelConfig
+from recog.config import FeatureConfig, ModelConfig, config_from_dict, load_config
 from recog.decode.greedy import GreedyDecoder
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.metrics import cer
@@ -86,6 +88,43 @@ def test_model_output_shapes_and_lengths(cell):
 def test_unknown_cell_is_refused():
     with pytest.raises(ValueError, match=r"model.cell.*'transformer'"):
         CTCModel(ModelConfig(cell="transformer", hidden=4, layers=1), input_dim=3, vocab_size=5)
+
+
+def test_conv_norm_instance_is_padding_independent_and_old_configs_load_without_it():
+    torch.manual_seed(0)
+    config = ModelConfig(
+        hidden=16, layers=2, dropout=0.0, stack=2, conv_channels=(4, 8), conv_norm="instance"
+    )
+    model = CTCModel(config, input_dim=24, vocab_size=10).eval()
+    assert [name for name in model.state_dict() if name.startswith("front.norms.")] == [
+        f"front.norms.{block}.{part}" for block in (0, 1) for part in ("weight", "bias")
+    ]
+    lengths = [40, 23, 9]
+    frames, length_tensor = padded_batch(lengths, 24)
+    with torch.no_grad():
+        log_probs, out_lengths = model(frames, length_tensor)
+        for row, length in enumerate(lengths):
+            alone, _ = model(frames[row : row + 1, :length], torch.tensor([length]))
+            torch.testing.assert_close(log_probs[row, : length // 2], alone[0], atol=1e-5, rtol=1e-4)
+        # the normalisation acts: each channel of a line has zero mean and unit variance over its columns
+        mask = (torch.arange(40) < length_tensor[:, None])[:, None, None, :].float()
+        normalised = model.front.norms[0](
+            model.front.blocks[0](frames.transpose(1, 2).unsqueeze(1) * mask), mask
+        )
+        count = mask.sum(dim=3, keepdim=True) * 24
+        mean = (normalised * mask).sum(dim=(2, 3), keepdim=True) / count
+        torch.testing.assert_close(mean, torch.zeros_like(mean), atol=1e-5, rtol=0)
+    assert out_lengths.tolist() == [20, 11, 4] and log_probs.isfinite().all()
+    with pytest.raises(ValueError, match=r"model.conv_norm.*'batch'"):
+        CTCModel(ModelConfig(conv_channels=(4,), conv_norm="batch"), input_dim=8, vocab_size=5)
+
+    # a checkpoint saved before the option existed: no conv_norm key, no norm weights; loads as before
+    old = CTCModel(ModelConfig(hidden=8, layers=1, stack=2, conv_channels=(4, 8)), 24, 10)
+    saved = {key: value for key, value in asdict(old.config).items() if key != "conv_norm"}
+    restored = config_from_dict(ModelConfig, saved)
+    assert restored.conv_norm == "none"
+    CTCModel(restored, 24, 10).load_state_dict(old.state_dict())  # strict: the same keys
+    assert load_config(None, ["model.conv_norm=instance"]).model.conv_norm == "instance"
 
 
 def test_stack_frames_concatenates_neighbours():
