@@ -124,6 +124,9 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 = all cores
     log_every: int = 20
     sortagrad: bool = True  # first epoch shortest-first
+    # share of the first epoch's batches taken shortest-first (the rest shuffled): below 1 for runs that
+    # end within their first epoch, which would otherwise never meet the longest inputs
+    sortagrad_share: float = 1.0
 
 
 DECODE_ENGINES = ("recog", "flashlight")

@@ -104,6 +104,7 @@ class Trainer:
             config.data.max_batch,
             seed=config.train.seed,
             sortagrad=config.train.sortagrad,
+            sortagrad_share=config.train.sortagrad_share,
             rank=context.rank,
             world_size=context.world_size,
             repeats=oversample_factors(self.train_set.utterances, config.data.oversample),

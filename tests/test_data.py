@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -69,6 +70,24 @@ def test_sortagrad_first_epoch_is_ascending_then_shuffled():
     plain = BucketBatchSampler(RNG_LENGTHS, batch_frames=1600, max_batch=8, seed=0, sortagrad=False)
     plain_means = [np.mean([RNG_LENGTHS[i] for i in batch]) for batch in plain.batches_for(0)]
     assert plain_means != sorted(plain_means)
+
+
+def test_sortagrad_share_opens_with_the_shortest_batches_then_shuffles_the_rest():
+    full = BucketBatchSampler(RNG_LENGTHS, batch_frames=1600, max_batch=8, seed=0, sortagrad=True)
+    part = BucketBatchSampler(
+        RNG_LENGTHS, batch_frames=1600, max_batch=8, seed=0, sortagrad=True, sortagrad_share=0.25
+    )
+    ascending, first = full.batches_for(0), part.batches_for(0)
+    head = math.ceil(0.25 * len(ascending))
+    assert first[:head] == ascending[:head]  # the same shortest batches, in the same order
+    assert sorted(map(sorted, first)) == sorted(map(sorted, ascending))  # the epoch holds every item once
+    rest_means = [np.mean([RNG_LENGTHS[i] for i in batch]) for batch in first[head:]]
+    assert rest_means != sorted(rest_means)  # the longer three quarters come shuffled
+    # a run that stops right after the sorted head has already met longer inputs than the head's
+    assert max(RNG_LENGTHS[i] for i in first[head]) > max(RNG_LENGTHS[i] for i in first[head - 1])
+    assert part.batches_for(0) == first and part.batches_for(1) == full.batches_for(1)
+    with pytest.raises(ValueError, match="sortagrad_share"):
+        BucketBatchSampler(RNG_LENGTHS, batch_frames=1600, sortagrad=True, sortagrad_share=1.5)
 
 
 def test_iteration_follows_epochs_and_yields_index_epoch_pairs():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -66,6 +67,7 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         seed: int = 0,
         shuffle: bool = True,
         sortagrad: bool = False,
+        sortagrad_share: float = 1.0,
         rank: int = 0,
         world_size: int = 1,
         repeats: list[float] | None = None,
@@ -74,7 +76,12 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         if repeats is not None and (len(repeats) != len(self.lengths) or min(repeats, default=1.0) < 0):
             raise ValueError("repeats: expected one non-negative factor per item")
         self.repeats = None if repeats is None or all(r == 1 for r in repeats) else np.asarray(repeats, float)
+        if not 0.0 <= sortagrad_share <= 1.0:
+            raise ValueError(
+                f"train.sortagrad_share: expected a share between 0 and 1, got {sortagrad_share}"
+            )
         self.seed, self.shuffle, self.sortagrad = seed, shuffle, sortagrad
+        self.sortagrad_share = sortagrad_share
         self.rank, self.world_size = rank, world_size
         self.epoch, self.position = 0, 0
 
@@ -96,8 +103,15 @@ class BucketBatchSampler(torch.utils.data.Sampler):
             first = np.concatenate(([0], np.cumsum(counts)[:-1]))
             copy = np.arange(len(index)) - np.repeat(first, counts)
             batches = [[(int(index[i]), int(copy[i])) for i in batch] for batch in batches]
-        if self.shuffle and not (self.sortagrad and epoch == 0):
-            batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.shuffle:
+            # sortagrad: the first epoch opens with its shortest batches (a `sortagrad_share` of them, in
+            # ascending order), then the rest come shuffled, so a run shorter than an epoch still sees
+            # the longest inputs
+            sorted_head = (
+                math.ceil(self.sortagrad_share * len(batches)) if self.sortagrad and epoch == 0 else 0
+            )
+            rest = batches[sorted_head:]
+            batches = batches[:sorted_head] + [rest[i] for i in rng.permutation(len(rest))]
         usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
         return batches[self.rank : usable : self.world_size]
 
