@@ -207,11 +207,13 @@ class Recognizer:
         return results
 
     def decode(self, log_probs: list[torch.Tensor], kind: str = "greedy") -> list[Transcript]:
-        decoder = self.decoder(kind)
-        transcripts = []
-        for item in log_probs:
-            transcripts.extend(decoder(item.unsqueeze(0), torch.tensor([item.shape[0]])))
-        return transcripts
+        """One decoder call for the whole list, padded (recog's beam search runs a batch in one compiled
+        call); one Transcript per item, in order."""
+        if not log_probs:
+            return []
+        lengths = torch.tensor([item.shape[0] for item in log_probs])
+        padded = torch.nn.utils.rnn.pad_sequence(list(log_probs), batch_first=True)
+        return self.decoder(kind)(padded, lengths)
 
     def configure_beam(self, beam: int | None = None, lm: str | None = None) -> None:
         """Decoding overrides for this session: the beam width, and another word LM (an ARPA file, or for

@@ -167,13 +167,16 @@ def transcribe_pieces(recognizer, results: list[Result], options: Options, secon
     log_probs = recognizer.forward([result.frames for result in readable], options.precision)
     seconds["model"] += time.process_time() - clock
     clock = time.process_time()
-    decoder = recognizer.decoder(options.decoder)
+    decodable = []
     for result, item in zip(readable, log_probs, strict=True):
         result.frames = None
         if item.shape[0] == 0:  # shorter than one output frame
             result.transcript = Transcript("")
         else:
-            result.transcript = decoder(item.unsqueeze(0), torch.tensor([item.shape[0]]))[0]
+            decodable.append((result, item))
+    transcripts = recognizer.decode([item for _, item in decodable], options.decoder)  # one call per batch
+    for (result, _), transcript in zip(decodable, transcripts, strict=True):
+        result.transcript = transcript
     seconds["decode"] += time.process_time() - clock
 
 
