@@ -124,9 +124,15 @@ class CTCBeamDecoder:
             1 if options.nbest == 1 else options.beam,  # prefixes differing in a trailing space share a text
             self._scorer,
         )
-        names, seconds, nbest = self.vocab.tokens, self.frame_seconds, options.nbest
-        tokens, words, confidences = tokens.tolist(), words.tolist(), confidences.tolist()
-        scores, lengths, n_words = scores.tolist(), lengths.tolist(), n_words.tolist()
+        return self._transcripts(counts, scores, lengths, n_words, tokens, words, confidences)
+
+    def _transcripts(self, counts, scores, lengths, n_words, tokens, words, confidences):
+        """The kernel's flat arrays -> per input a list of Transcripts."""
+        names, seconds, nbest = self.vocab.tokens, self.frame_seconds, self.options.nbest
+        # word times in seconds and confidences, rounded for output (ms, 4 digits) in one numpy call each
+        times = np.round(words[:, 2:4] * seconds, 3).tolist()
+        words, confidences = words[:, :2].tolist(), np.round(confidences, 4).tolist()
+        tokens, scores, lengths, n_words = tokens.tolist(), scores.tolist(), lengths.tolist(), n_words.tolist()
         results, hypothesis, token_at, word_at = [], 0, 0, 0
         for count in counts.tolist():
             transcripts, seen = [], set()
@@ -134,16 +140,10 @@ class CTCBeamDecoder:
                 ids = tokens[token_at : token_at + lengths[hypothesis]]
                 spelled = [names[i] for i in ids]
                 hypothesis_words = []
-                for begin, end, first, last in words[word_at : word_at + n_words[hypothesis]]:
-                    confidence = confidences[word_at + len(hypothesis_words)]
-                    hypothesis_words.append(
-                        Word(
-                            "".join(spelled[begin:end]),
-                            round(first * seconds, 3),
-                            round(last * seconds, 3),
-                            round(confidence, 4),
-                        )
-                    )
+                for at in range(word_at, word_at + n_words[hypothesis]):
+                    begin, end = words[at]
+                    start, stop = times[at]
+                    hypothesis_words.append(Word("".join(spelled[begin:end]), start, stop, confidences[at]))
                 if self.space >= 0:
                     text = " ".join([word.word for word in hypothesis_words])
                 else:
@@ -209,9 +209,7 @@ class CTCBeamDecoder:
         """The tuple `kernels.beam_search` reads its scoring tables from."""
         lm = self.lm
         if lm is None:
-            empty = np.zeros(0, np.int32)
-            lm_arrays = (np.full(2, -1, np.int64), np.zeros(2, np.int32), 1, np.zeros(0, np.float32), empty,
-                         np.zeros(1, np.float32), np.zeros(1, np.int32), 0.0)  # fmt: skip
+            lm_arrays = (np.full((2, 4), -1.0), 1, np.zeros((1, 2)), 0.0)  # an empty table
             token_unit, root_state, eos = np.zeros(len(self.vocab), np.int32), 0, 0
         else:
             lm_arrays = lm.arrays()
@@ -227,12 +225,12 @@ class CTCBeamDecoder:
             float(self.unk_score),
             self.lexicon_words is not None,
             token_unit,
-            *(trie["start"], trie["count"], trie["token"], trie["node"], trie["word"], trie["smear"]),
+            *_packed_trie(trie),
             *(goto, partial, output),
             self.space,
             root_state,
             eos,
-            self._margin(lm_arrays[7]),
+            self._margin(lm_arrays[3]),
         )
 
     def _margin(self, unk_logp: float) -> float:
@@ -244,6 +242,17 @@ class CTCBeamDecoder:
             unknown = self.lm_weight * unk_logp + (self.unk_score if self.lexicon_words is not None else 0.0)
             margin += max(0.0, unknown - self.lm_weight * float(smear.min()))
         return margin
+
+
+def _packed_trie(trie: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The trie as the kernel reads it, one cache line per lookup instead of one per array: per node
+    (first edge, edge count, word id or -1, 0); per edge (token, child node, the child's look-ahead, 0)."""
+    nodes = np.zeros((len(trie["count"]), 4), np.int32)
+    nodes[:, 0], nodes[:, 1], nodes[:, 2] = trie["start"], trie["count"], trie["word"]
+    edges = np.zeros((len(trie["token"]), 4), np.float64)
+    edges[:, 0], edges[:, 1] = trie["token"], trie["node"]
+    edges[:, 2] = trie["smear"][trie["node"]] if len(trie["node"]) else 0.0
+    return nodes, edges
 
 
 def _read_words(lexicon: Iterable[str] | str | Path) -> list[str]:

@@ -38,53 +38,49 @@ def _slot(key: int, mask: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def build_table(entry_context, entry_unit, n_units):
-    """Open addressing, load <= 1/2: keys (context * n_units + unit, -1 empty) and entry indices."""
+def build_table(entry_context, entry_unit, entry_logp, entry_next, n_units):
+    """Open addressing, load <= 1/2, one 32-byte row per slot so a lookup reads one cache line: key
+    (context * n_units + unit, exact in float64; -1 empty), ln p, next state, 0."""
     size = 2
     while size < 2 * len(entry_context) + 2:
         size *= 2
-    keys = np.full(size, -1, np.int64)
-    values = np.zeros(size, np.int32)
+    table = np.zeros((size, 4), np.float64)
+    table[:, 0] = -1.0
     mask = size - 1
     for entry in range(len(entry_context)):
         key = np.int64(entry_context[entry]) * n_units + entry_unit[entry]
         slot = _slot(key, mask)
-        while keys[slot] != -1 and keys[slot] != key:
+        while table[slot, 0] != -1.0 and table[slot, 0] != key:
             slot = (slot + 1) & mask
-        keys[slot] = key
-        values[slot] = entry
-    return keys, values
+        table[slot, 0], table[slot, 1], table[slot, 2] = key, entry_logp[entry], entry_next[entry]
+    return table
 
 
 @njit(cache=True, inline="always")
-def _lm_score(
-    keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp, state, unit
-):
-    mask = len(keys) - 1
+def _lm_score(table, n_units, states, unk_logp, state, unit):
+    mask = len(table) - 1
     total = 0.0
     while True:
         key = np.int64(state) * n_units + unit
         slot = _slot(key, mask)
         while True:
-            found = keys[slot]
+            found = table[slot, 0]
             if found == key:
-                entry = values[slot]
-                return total + entry_logp[entry], np.int64(entry_next[entry])
-            if found == -1:
+                return total + table[slot, 1], np.int64(table[slot, 2])
+            if found == -1.0:
                 break
             slot = (slot + 1) & mask
         if state == 0:
             return total + unk_logp, np.int64(0)
-        total += state_backoff[state]
-        state = state_parent[state]
+        total += states[state, 0]  # back off: the state's backoff weight, then its parent (shorter) history
+        state = np.int64(states[state, 1])
 
 
 @njit(cache=True, nogil=True)
 def lm_score(lm, state, unit):
     """(ln p(unit | state), next state), backing off through shorter histories; unknown -> <unk>."""
-    keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp = lm
-    return _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp,
-                     state, unit)  # fmt: skip
+    table, n_units, states, unk_logp = lm
+    return _lm_score(table, n_units, states, unk_logp, state, unit)
 
 
 @njit(cache=True, inline="always")
@@ -97,30 +93,39 @@ def _logaddexp(a, b):
 
 
 @njit(cache=True, inline="always")
-def _kth_largest(values, n, k, scratch):
-    """The k-th largest (1-based) of values[:n], by quickselect on a scratch copy (no allocation)."""
-    for i in range(n):
-        scratch[i] = values[i]
-    low, high, target = 0, n - 1, k - 1
-    while low < high:
-        pivot = scratch[(low + high) // 2]
-        i, j = low, high
-        while i <= j:
-            while scratch[i] > pivot:
-                i += 1
-            while scratch[j] < pivot:
-                j -= 1
-            if i <= j:
-                scratch[i], scratch[j] = scratch[j], scratch[i]
-                i += 1
-                j -= 1
-        if target <= j:
-            high = j
-        elif target >= i:
-            low = i
-        else:
+def _sift_down(heap, n, at):
+    """Restore the min-heap property of heap[:n] below position `at`."""
+    value = heap[at]
+    while True:
+        child = 2 * at + 1
+        if child >= n:
             break
-    return scratch[target]
+        if child + 1 < n and heap[child + 1] < heap[child]:
+            child += 1
+        if heap[child] >= value:
+            break
+        heap[at] = heap[child]
+        at = child
+    heap[at] = value
+
+
+@njit(cache=True, inline="always")
+def _heap_offer(heap, n, size, value):
+    """Keep the `size` largest values offered so far in the min-heap heap[:n]; returns the new n."""
+    if n < size:
+        at = n
+        while at > 0:  # sift up
+            parent = (at - 1) // 2
+            if heap[parent] <= value:
+                break
+            heap[at] = heap[parent]
+            at = parent
+        heap[at] = value
+        return n + 1
+    if value > heap[0]:
+        heap[0] = value
+        _sift_down(heap, n, 0)
+    return n
 
 
 @njit(cache=True)
@@ -182,8 +187,9 @@ def beam_search(
         np.full(beam * vocab, -1, np.int32),  # child_slot
         np.empty(vocab, np.int32),  # tokens
         np.empty(beam, np.float64),  # final
+        np.empty(beam, np.float64),  # heap: the beam best candidate scores so far (a min-heap)
     )
-    space = scorer[16]
+    space = scorer[12]
     counts = np.zeros(n_utterances, np.int32)
     scores = np.empty(n_utterances * nbest, np.float64)
     lengths = np.zeros(n_utterances * nbest, np.int32)
@@ -271,15 +277,15 @@ def _search(
     node tables (grown if need be) and the beam's size."""
     # every table unpacked once: array temporaries inside the loop would cost reference counting
     mode, lm, lm_weight, word_score, unk_score, has_lexicon, token_unit = scorer[:7]
-    lex_start, lex_count, lex_token, lex_node, lex_word, lex_smear = scorer[7:13]
-    hot_goto, hot_partial, hot_output, space, root_lm, eos, margin = scorer[13:20]
-    keys, values, n_units, entry_logp, entry_next, state_backoff, state_parent, unk_logp = lm
+    lex_nodes, lex_edges = scorer[7:9]  # per node: first edge, edge count, word; per edge: token, child, smear
+    hot_goto, hot_partial, hot_output, space, root_lm, eos, margin = scorer[9:16]
+    table, n_units, states, unk_logp = lm
     beam_node, beam_blank, beam_token, beam_last, beam_parent, totals, reach = work[:7]
     cand_node, cand_parent, cand_token, cand_lm, cand_lex, cand_hot = work[7:13]
     cand_fixed, cand_bonus, cand_blank, cand_end, cand_score, cand_total, scratch = work[13:20]
-    child_slot, tokens, final = work[20:23]
+    child_slot, tokens, final, heap = work[20:24]
     frames, vocab = log_probs.shape
-    has_trie = len(lex_start) > 0
+    has_trie = len(lex_nodes) > 0
     unk_lookahead = lm_weight * unk_logp + (unk_score if has_lexicon else 0.0)
     unk_gain = max(0.0, unk_score) if has_lexicon else 0.0
     # the most a space can raise a prefix's fixed score (LM log-probs are <= 0)
@@ -311,9 +317,8 @@ def _search(
                 totals[i] += skipped
                 beam_blank[i], beam_token[i] = totals[i], NEG_INF
             skipped, n_skipped = 0.0, 0
-        # Stays: blank, the last token again, or a second space (spaces never double). With a full
-        # beam these beam-many candidates bound the cut from below (`floor`); nothing under it is kept.
-        stay_best, stay_worst, top = NEG_INF, np.inf, NEG_INF
+        # Stays: blank, the last token again, or a second space (spaces never double)
+        top = NEG_INF
         for i in range(beam_size):
             node, blank_end, token_end, last = beam_node[i], beam_blank[i], beam_token[i], beam_last[i]
             total = totals[i]
@@ -326,9 +331,6 @@ def _search(
             bonus, fixed = floats[node, BONUS], floats[node, FIXED]
             cand_node[i] = node
             cand_blank[i], cand_end[i], cand_bonus[i] = stay_blank, stay_token, bonus
-            stay = max(stay_blank, stay_token) + bonus  # a lower bound suffices for the floor
-            stay_best = max(stay_best, stay)
-            stay_worst = min(stay_worst, stay)
             # the best bonus any child of this entry can have (a space is bounded separately)
             best_child = bonus
             if mode == MODE_WORD and ints[node, LEX] >= 0:
@@ -348,27 +350,45 @@ def _search(
             if share > totals[i]:  # re-timed if these paths outweigh its earlier ones
                 ints[beam_node[i], FRAME] = t
             cand_end[i] = _logaddexp(cand_end[i], share)
-        floor = stay_best - beam_prune
-        if beam_size == beam:
-            floor = max(floor, stay_worst)
-        # tokens no entry can extend with and stay above the floor are not tried at all
+        # The stays' exact scores open a min-heap of the beam best candidates so far: nothing under
+        # its top (once it holds `beam`) or beam_prune under the best so far can make the beam.
+        best = NEG_INF
+        for k in range(beam_size):
+            cand_total[k] = _logaddexp(cand_blank[k], cand_end[k])
+            cand_score[k] = cand_total[k] + cand_bonus[k]
+            heap[k] = cand_score[k]
+            best = max(best, cand_score[k])
+        n_heap = beam_size
+        for k in range(n_heap // 2 - 1, -1, -1):
+            _sift_down(heap, n_heap, k)
+        floor = best - beam_prune
+        if n_heap == beam:
+            floor = max(floor, heap[0])
+        # tokens no entry can extend with and stay above the floor are not tried at all; the rest
+        # likeliest first (insertion sort: few candidates), so an entry stops at its first token that
+        # cannot clear the floor
         token_floor = max(token_min_logp, floor - top)
         n_tokens = 0
         for c in range(1, vocab):
             if log_probs[t, c] >= token_floor:
                 tokens[n_tokens] = c
                 n_tokens += 1
-        if n_tokens > token_max:  # keep the token_max likeliest (insertion sort: few candidates)
-            for i in range(1, n_tokens):
-                c = tokens[i]
-                j = i - 1
-                while j >= 0 and log_probs[t, tokens[j]] < log_probs[t, c]:
-                    tokens[j + 1] = tokens[j]
-                    j -= 1
-                tokens[j + 1] = c
-            n_tokens = token_max
+        for i in range(1, n_tokens):
+            c = tokens[i]
+            j = i - 1
+            while j >= 0 and log_probs[t, tokens[j]] < log_probs[t, c]:
+                tokens[j + 1] = tokens[j]
+                j -= 1
+            tokens[j + 1] = c
+        n_tokens = min(n_tokens, token_max)
         # Extensions by one token to prefixes not in the beam: candidates if they can clear the floor,
-        # which rises whenever candidates pile up.
+        # which rises as candidates come in. A space has its own bound, so it goes first.
+        for j in range(n_tokens):
+            if tokens[j] == space:
+                for k in range(j, 0, -1):
+                    tokens[k] = tokens[k - 1]
+                tokens[0] = space
+                break
         n_cand = beam_size
         for i in range(beam_size):
             node, blank_end, total, last = beam_node[i], beam_blank[i], totals[i], beam_last[i]
@@ -384,43 +404,44 @@ def _search(
                 if child_slot[i * vocab + c] >= 0:  # in the beam already (merged above)
                     continue
                 if share + (fixed + space_gain if c == space else entry_reach) < floor:
+                    if c != space and source == total:  # the tokens after this one score lower still
+                        break
                     continue
                 # the child's LM state, lexicon node, hotword state and scores
                 lm_state, lex, hot = ints[node, LM_STATE], ints[node, LEX], ints[node, HOT]
-                child_fixed = fixed
+                child_fixed, smear = fixed, 0.0
                 if c == space and ints[node, END_STATE] >= 0:
                     lm_state, child_fixed, lex = ints[node, END_STATE], floats[node, END_FIXED], 0
                 elif c == space:  # a word ends: lexicon, LM and insertion score
                     word = -1
                     if lex >= 0 and has_trie:
-                        word = lex_word[lex]
+                        word = lex_nodes[lex, 2]
                         if word < 0 and has_lexicon:  # a prefix of lexicon words, not one itself
                             child_fixed += unk_score
                     if mode == MODE_WORD:
-                        logp, lm_state = _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff,
-                                                   state_parent, unk_logp, lm_state, max(word, 0))  # fmt: skip
+                        logp, lm_state = _lm_score(table, n_units, states, unk_logp, lm_state, max(word, 0))  # fmt: skip
                         child_fixed += lm_weight * logp
                     child_fixed += word_score
                     ints[node, END_STATE], floats[node, END_FIXED] = lm_state, child_fixed
                     lex = 0
                 elif has_trie and lex >= 0:
                     child = -1
-                    for k in range(lex_start[lex], lex_start[lex] + lex_count[lex]):
-                        if lex_token[k] == c:
-                            child = lex_node[k]
+                    first = lex_nodes[lex, 0]
+                    for k in range(first, first + lex_nodes[lex, 1]):
+                        if lex_edges[k, 0] == c:
+                            child, smear = np.int64(lex_edges[k, 1]), lex_edges[k, 2]
                             break
                     if child < 0 and has_lexicon:
                         child_fixed += unk_score
                     lex = child
                 if mode == MODE_CHAR:
-                    logp, lm_state = _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff,
-                                               state_parent, unk_logp, lm_state, token_unit[c])  # fmt: skip
+                    logp, lm_state = _lm_score(table, n_units, states, unk_logp, lm_state, token_unit[c])  # fmt: skip
                     child_fixed += lm_weight * logp
                 hot = hot_goto[hot, c]
                 child_fixed += hot_output[hot]
                 child_bonus = child_fixed + hot_partial[hot]
                 if mode == MODE_WORD and lex != 0:
-                    child_bonus += lm_weight * (lex_smear[lex] if lex > 0 else unk_logp)
+                    child_bonus += lm_weight * (smear if lex > 0 else unk_logp)
                 score = share + child_bonus
                 if score < floor:
                     continue
@@ -428,36 +449,21 @@ def _search(
                 cand_lm[n_cand], cand_lex[n_cand], cand_hot[n_cand] = lm_state, lex, hot
                 cand_fixed[n_cand], cand_bonus[n_cand] = child_fixed, child_bonus
                 cand_blank[n_cand], cand_end[n_cand], cand_score[n_cand] = NEG_INF, share, score
+                cand_total[n_cand] = share
                 n_cand += 1
-                if n_cand >= 4 * beam + beam_size:  # raise the floor to the beam-th best so far
-                    for k in range(beam_size):
-                        cand_score[k] = _logaddexp(cand_blank[k], cand_end[k]) + cand_bonus[k]
-                    floor = max(floor, _kth_largest(cand_score, n_cand, beam, scratch))
-                    kept = beam_size
-                    for k in range(beam_size, n_cand):
-                        if cand_score[k] >= floor:
-                            cand_parent[kept], cand_token[kept] = cand_parent[k], cand_token[k]
-                            cand_lm[kept], cand_lex[kept] = cand_lm[k], cand_lex[k]
-                            cand_hot[kept] = cand_hot[k]
-                            cand_fixed[kept], cand_bonus[kept] = cand_fixed[k], cand_bonus[k]
-                            cand_end[kept], cand_score[kept] = cand_end[k], cand_score[k]
-                            kept += 1
-                    n_cand = kept
+                n_heap = _heap_offer(heap, n_heap, beam, score)
+                best = max(best, score)
+                floor = best - beam_prune
+                if n_heap == beam:
+                    floor = max(floor, heap[0])
         for i in range(beam_size):
             if beam_parent[i] >= 0:
                 child_slot[beam_parent[i] * vocab + beam_last[i]] = -1
-        # Select the beam: everything within beam_prune of the best, at most `beam` of them
-        best = NEG_INF
-        for k in range(n_cand):
-            if k < beam_size:
-                cand_total[k] = _logaddexp(cand_blank[k], cand_end[k])
-                cand_score[k] = cand_total[k] + cand_bonus[k]
-            else:
-                cand_total[k] = cand_end[k]
-            best = max(best, cand_score[k])
+        # Select the beam: everything within beam_prune of the best, at most `beam` of them (the
+        # heap's top is the beam-th best score of all candidates)
         cut = best - beam_prune
         if n_cand > beam:
-            cut = max(cut, _kth_largest(cand_score, n_cand, beam, scratch))
+            cut = max(cut, heap[0])
         n_above = 0  # candidates strictly above the cut all fit; ties at the cut fill what is left
         for k in range(n_cand):
             n_above += cand_score[k] > cut
@@ -503,18 +509,16 @@ def _search(
             lex = ints[node, LEX]
             word = -1
             if lex >= 0 and has_trie:
-                word = lex_word[lex]
+                word = lex_nodes[lex, 2]
                 if word < 0 and has_lexicon:
                     fixed += unk_score
             if mode == MODE_WORD:
-                logp, lm_state = _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff,
-                                           state_parent, unk_logp, lm_state, max(word, 0))  # fmt: skip
+                logp, lm_state = _lm_score(table, n_units, states, unk_logp, lm_state, max(word, 0))  # fmt: skip
                 fixed += lm_weight * logp
             fixed += word_score
             if space >= 0:
                 fixed += hot_output[hot_goto[ints[node, HOT], space]]
         if mode != MODE_NONE:
-            fixed += lm_weight * _lm_score(keys, values, n_units, entry_logp, entry_next, state_backoff,
-                                           state_parent, unk_logp, lm_state, eos)[0]  # fmt: skip
+            fixed += lm_weight * _lm_score(table, n_units, states, unk_logp, lm_state, eos)[0]  # fmt: skip
         final[i] = totals[i] + skipped + fixed
     return ints, floats, beam_size

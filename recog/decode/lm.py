@@ -185,7 +185,6 @@ class NGramLM:
         self.state_backoff = arrays["state_backoff"].astype(np.float32)
         self.state_parent = arrays["state_parent"].astype(np.int32)
         self.state_entry = arrays["state_entry"].astype(np.int32)
-        self._table: tuple | None = None
         self._arrays: tuple | None = None
 
     # -- building -----------------------------------------------------------------------------
@@ -303,25 +302,18 @@ class NGramLM:
         return Path(path)
 
     # -- scoring ------------------------------------------------------------------------------
-    def table(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """Open-addressing hash table (context * units + unit) -> entry, built on first use."""
-        if self._table is None:
+    def arrays(self) -> tuple:
+        """Everything the compiled scorer needs, in the order `kernels.lm_score` takes it, built on first
+        use: the open-addressing hash table (context * units + unit) -> (ln p, next state), the number
+        of units, per state (backoff weight, parent state), and ln p(<unk>)."""
+        if self._arrays is None:
             from recog.decode.kernels import build_table
 
-            keys, values = build_table(self.entry_context, self.entry_unit, len(self.units))
-            self._table = (keys, values, len(self.units))
-        return self._table
-
-    def arrays(self) -> tuple:
-        """Everything the compiled scorer needs, in the order `kernels.lm_score` takes it."""
-        if self._arrays is None:
-            keys, values, n_units = self.table()
+            table = build_table(self.entry_context, self.entry_unit, self.entry_logp, self.entry_next, len(self.units))
+            states = np.stack([self.state_backoff, self.state_parent], axis=1).astype(np.float64)
             unk = self._unigram(UNK)
             unk_logp = float(self.entry_logp[unk]) if unk >= 0 else -100.0
-            self._arrays = (
-                *(keys, values, n_units, self.entry_logp, self.entry_next),
-                *(self.state_backoff, self.state_parent, unk_logp),
-            )
+            self._arrays = (table, len(self.units), states, unk_logp)
         return self._arrays
 
     def _unigram(self, unit: str) -> int:
