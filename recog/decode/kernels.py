@@ -27,6 +27,8 @@ INT_COLUMNS = 9
 # node columns: floats (fixed: the settled LM/lexicon/hotword score; bonus: fixed + look-ahead)
 FIXED, BONUS, END_FIXED = range(3)
 FLOAT_COLUMNS = 3
+LM_ENTRY_DTYPE = np.dtype([("key", np.int64), ("logp", np.float32), ("next", np.int32)])
+LM_STATE_DTYPE = np.dtype([("backoff", np.float32), ("parent", np.int32)])
 _HASH = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(29)
 
@@ -39,20 +41,21 @@ def _slot(key: int, mask: int) -> int:
 
 @njit(cache=True, nogil=True)
 def build_table(entry_context, entry_unit, entry_logp, entry_next, n_units):
-    """Open addressing, load <= 1/2, one 32-byte row per slot so a lookup reads one cache line: key
-    (context * n_units + unit, exact in float64; -1 empty), ln p, next state, 0."""
+    """Open addressing, load <= 1/2, one 16-byte record per slot (a lookup reads one cache line):
+    key context * n_units + unit (-1: empty), ln p, next state."""
     size = 2
     while size < 2 * len(entry_context) + 2:
         size *= 2
-    table = np.zeros((size, 4), np.float64)
-    table[:, 0] = -1.0
+    table = np.zeros(size, LM_ENTRY_DTYPE)
+    for slot in range(size):
+        table[slot].key = -1
     mask = size - 1
     for entry in range(len(entry_context)):
         key = np.int64(entry_context[entry]) * n_units + entry_unit[entry]
         slot = _slot(key, mask)
-        while table[slot, 0] != -1.0 and table[slot, 0] != key:
+        while table[slot].key != -1 and table[slot].key != key:
             slot = (slot + 1) & mask
-        table[slot, 0], table[slot, 1], table[slot, 2] = key, entry_logp[entry], entry_next[entry]
+        table[slot].key, table[slot].logp, table[slot].next = key, entry_logp[entry], entry_next[entry]
     return table
 
 
@@ -64,16 +67,16 @@ def _lm_score(table, n_units, states, unk_logp, state, unit):
         key = np.int64(state) * n_units + unit
         slot = _slot(key, mask)
         while True:
-            found = table[slot, 0]
+            found = table[slot].key
             if found == key:
-                return total + table[slot, 1], np.int64(table[slot, 2])
-            if found == -1.0:
+                return total + table[slot].logp, np.int64(table[slot].next)
+            if found == -1:
                 break
             slot = (slot + 1) & mask
         if state == 0:
             return total + unk_logp, np.int64(0)
-        total += states[state, 0]  # back off: the state's backoff weight, then its parent (shorter) history
-        state = np.int64(states[state, 1])
+        total += states[state].backoff  # back off: the state's weight, then its parent (shorter) history
+        state = np.int64(states[state].parent)
 
 
 @njit(cache=True, nogil=True)

@@ -307,10 +307,11 @@ class NGramLM:
         use: the open-addressing hash table (context * units + unit) -> (ln p, next state), the number
         of units, per state (backoff weight, parent state), and ln p(<unk>)."""
         if self._arrays is None:
-            from recog.decode.kernels import build_table
+            from recog.decode.kernels import LM_STATE_DTYPE, build_table
 
             table = build_table(self.entry_context, self.entry_unit, self.entry_logp, self.entry_next, len(self.units))
-            states = np.stack([self.state_backoff, self.state_parent], axis=1).astype(np.float64)
+            states = np.empty(len(self.state_backoff), LM_STATE_DTYPE)
+            states["backoff"], states["parent"] = self.state_backoff, self.state_parent
             unk = self._unigram(UNK)
             unk_logp = float(self.entry_logp[unk]) if unk >= 0 else -100.0
             self._arrays = (table, len(self.units), states, unk_logp)
