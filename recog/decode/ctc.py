@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recog.decode.kernels import LM_ENTRY_DTYPE, LM_STATE_DTYPE, MODE_CHAR, MODE_NONE, MODE_WORD, beam_search
+from recog.decode.kernels import LM_ENTRY_DTYPE, LM_STATE_DTYPE, TRIE_EDGE_DTYPE, MODE_CHAR, MODE_NONE, MODE_WORD, beam_search
 from recog.decode.lm import BOS, EOS, SPACE, UNK, NGramLM
 from recog.decode.transcript import Transcript, Word
 from recog.vocab import Vocab
@@ -236,7 +236,7 @@ class CTCBeamDecoder:
             float(self.unk_score),
             self.lexicon_words is not None,
             token_unit,
-            *_packed_trie(trie),
+            *_packed_trie(trie, len(self.vocab)),
             *(goto, partial, output),
             self.space,
             root_state,
@@ -255,15 +255,26 @@ class CTCBeamDecoder:
         return margin
 
 
-def _packed_trie(trie: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The trie as the kernel reads it, one cache line per lookup instead of one per array: per node
-    (first edge, edge count, word id or -1, 0); per edge (token, child node, the child's look-ahead, 0)."""
+def _packed_trie(trie: dict[str, np.ndarray], vocab_size: int, dense_from: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """The trie as the kernel reads it, a record per lookup instead of one cache line per array: per node
+    (first edge, edge count, word id or -1, 0); per edge (token, child node, the child's look-ahead).
+    A node with `dense_from` children or more (the root, common prefixes) gets a row of vocab_size
+    edges indexed by token instead (child -1 where there is none), its count set to vocab_size."""
     nodes = np.zeros((len(trie["count"]), 4), np.int32)
     nodes[:, 0], nodes[:, 1], nodes[:, 2] = trie["start"], trie["count"], trie["word"]
-    edges = np.zeros((len(trie["token"]), 4), np.float64)
-    edges[:, 0], edges[:, 1] = trie["token"], trie["node"]
-    edges[:, 2] = trie["smear"][trie["node"]] if len(trie["node"]) else 0.0
-    return nodes, edges
+    edges = np.zeros(len(trie["token"]), TRIE_EDGE_DTYPE)
+    edges["token"], edges["child"] = trie["token"], trie["node"]
+    edges["smear"] = trie["smear"][trie["node"]] if len(trie["node"]) else 0.0
+    busy = np.flatnonzero(trie["count"] >= dense_from)
+    rows = np.zeros(len(busy) * vocab_size, TRIE_EDGE_DTYPE)
+    rows["token"] = np.tile(np.arange(vocab_size), len(busy))
+    rows["child"] = -1
+    for row, node in enumerate(busy):
+        first, count = trie["start"][node], trie["count"][node]
+        at = row * vocab_size + edges["token"][first : first + count]
+        rows["child"][at], rows["smear"][at] = edges["child"][first : first + count], edges["smear"][first : first + count]
+        nodes[node, 0], nodes[node, 1] = len(edges) + row * vocab_size, vocab_size
+    return nodes, np.concatenate([edges, rows])
 
 
 def _read_words(lexicon: Iterable[str] | str | Path) -> list[str]:
