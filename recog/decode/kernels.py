@@ -29,6 +29,8 @@ FIXED, BONUS, END_FIXED = range(3)
 FLOAT_COLUMNS = 3
 LM_ENTRY_DTYPE = np.dtype([("key", np.int64), ("logp", np.float32), ("next", np.int32)])
 LM_STATE_DTYPE = np.dtype([("backoff", np.float32), ("parent", np.int32)])
+LM_CACHE_DTYPE = np.dtype([("key", np.int64), ("next", np.int64), ("logp", np.float64)])
+LM_CACHE_SIZE = 4096  # recent word LM lookups, direct-mapped (96 KB): prefixes in a beam share histories
 TRIE_EDGE_DTYPE = np.dtype([("token", np.int32), ("child", np.int32), ("smear", np.float64)])
 _HASH = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(29)
@@ -212,7 +214,10 @@ def beam_search(
         np.empty(vocab, np.int32),  # tokens
         np.empty(beam, np.float64),  # final
         np.empty(beam, np.float64),  # heap: the beam best candidate scores so far (a min-heap)
+        np.zeros(LM_CACHE_SIZE, LM_CACHE_DTYPE),  # lm_cache
     )
+    for slot in range(LM_CACHE_SIZE):
+        work[24][slot].key = -1
     space = scorer[12]
     counts = np.zeros(n_utterances, np.int32)
     scores = np.empty(n_utterances * nbest, np.float64)
@@ -308,7 +313,7 @@ def _search(
     beam_node, beam_blank, beam_token, beam_last, beam_parent, totals, reach = work[:7]
     cand_node, cand_parent, cand_token, cand_lm, cand_lex, cand_hot = work[7:13]
     cand_fixed, cand_bonus, cand_blank, cand_end, cand_score, cand_total, scratch = work[13:20]
-    child_slot, tokens, final, heap = work[20:24]
+    child_slot, tokens, final, heap, lm_cache = work[20:25]
     frames, vocab = log_probs.shape
     has_trie = len(lex_nodes) > 0
     unk_lookahead = lm_weight * unk_logp + (unk_score if has_lexicon else 0.0)
@@ -444,8 +449,13 @@ def _search(
                         if word < 0 and has_lexicon:  # a prefix of lexicon words, not one itself
                             child_fixed += unk_score
                     if mode == MODE_WORD:
-                        logp, lm_state = _lm_score(table, n_units, states, unk_logp, lm_state, max(word, 0))  # fmt: skip
-                        child_fixed += lm_weight * logp
+                        key = np.int64(lm_state) * n_units + max(word, 0)
+                        cached = lm_cache[_slot(key, LM_CACHE_SIZE - 1)]
+                        if cached.key != key:
+                            logp, next_state = _lm_score(table, n_units, states, unk_logp, lm_state, max(word, 0))
+                            cached.key, cached.logp, cached.next = key, logp, next_state
+                        lm_state = cached.next
+                        child_fixed += lm_weight * cached.logp
                     child_fixed += word_score
                     ints[node, END_STATE], floats[node, END_FIXED] = lm_state, child_fixed
                     lex = 0
