@@ -320,3 +320,34 @@ def test_tune_picks_weights_that_fix_the_dev_set(word_lm):
 def test_wrong_vocabulary_size_is_a_clear_error():
     with pytest.raises(ValueError, match="29"):
         CTCBeamDecoder(VOCAB)(np.zeros((5, 10), np.float32))
+
+
+def test_token_indexed_trie_rows_search_like_the_edge_lists(word_lm, monkeypatch):
+    import recog.decode.ctc as ctc
+
+    batch = random_batch(5, 20) + [emissions(spelled(text)) for text in SENTENCES]
+    options = {"lm": word_lm, "lexicon": WORDS, "lm_weight": 0.8, "word_score": 0.5, "beam": 12, "nbest": 3}
+    dense = CTCBeamDecoder(VOCAB, **options)
+    nodes = dense._scorer[7]
+    assert nodes[0, 1] == len(VOCAB)  # the root (9 first letters) has a row indexed by token
+    packed = ctc._packed_trie
+    monkeypatch.setattr(ctc, "_packed_trie", lambda trie, size: packed(trie, size, dense_from=10**9))
+    sparse = CTCBeamDecoder(VOCAB, **options)
+    assert sparse._scorer[7][0, 1] == 9  # every node scans its edge list
+    assert dense.nbest(batch) == sparse.nbest(batch)
+
+
+def test_log_add_table_matches_numpy():
+    from numba import njit
+
+    from recog.decode.kernels import _logaddexp
+
+    log_add = njit(lambda a, b: _logaddexp(a, b))
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-300.0, 0.0, 20000)
+    b = a - rng.uniform(0.0, 45.0, 20000) * rng.random(20000) ** 2  # many small differences
+    got = np.array([log_add(x, y) for x, y in zip(a, b, strict=True)])
+    assert np.abs(got - np.logaddexp(a, b)).max() < 1e-9
+    assert log_add(b[0], a[0]) == log_add(a[0], b[0])
+    assert log_add(-1.0, -np.inf) == -1.0 and log_add(-np.inf, -np.inf) == -np.inf
+    assert log_add(0.0, 0.0) == pytest.approx(math.log(2.0), abs=1e-12)

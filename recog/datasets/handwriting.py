@@ -212,7 +212,9 @@ class HandwritingDataset(torch.utils.data.Dataset):
         sample = self.input(index)
         frames = None
         if self.augment is not None and epoch is not None:
-            rng = np.random.default_rng((self.seed, epoch, index, copy) if copy else (self.seed, epoch, index))
+            rng = np.random.default_rng(
+                (self.seed, epoch, index, copy) if copy else (self.seed, epoch, index)
+            )
             if rng.random() < self.augment.prob:
                 frames = self.perturbed(sample, rng)
                 if frames.shape[0] < self.min_frames[index]:

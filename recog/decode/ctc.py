@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from recog.decode.kernels import LM_ENTRY_DTYPE, LM_STATE_DTYPE, TRIE_EDGE_DTYPE, MODE_CHAR, MODE_NONE, MODE_WORD, beam_search
+from recog.decode.kernels import (
+    LM_ENTRY_DTYPE,
+    LM_STATE_DTYPE,
+    MODE_CHAR,
+    MODE_NONE,
+    MODE_WORD,
+    TRIE_EDGE_DTYPE,
+    beam_search,
+)
 from recog.decode.lm import BOS, EOS, SPACE, UNK, NGramLM
 from recog.decode.transcript import Transcript, Word
 from recog.vocab import Vocab
@@ -141,7 +149,12 @@ class CTCBeamDecoder:
         # word times in seconds and confidences, rounded for output (ms, 4 digits) in one numpy call each
         times = np.round(words[:, 2:4] * seconds, 3).tolist()
         words, confidences = words[:, :2].tolist(), np.round(confidences, 4).tolist()
-        tokens, scores, lengths, n_words = tokens.tolist(), scores.tolist(), lengths.tolist(), n_words.tolist()
+        tokens, scores, lengths, n_words = (
+            tokens.tolist(),
+            scores.tolist(),
+            lengths.tolist(),
+            n_words.tolist(),
+        )
         results, hypothesis, token_at, word_at = [], 0, 0, 0
         for count in counts.tolist():
             transcripts, seen = [], set()
@@ -255,7 +268,9 @@ class CTCBeamDecoder:
         return margin
 
 
-def _packed_trie(trie: dict[str, np.ndarray], vocab_size: int, dense_from: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def _packed_trie(
+    trie: dict[str, np.ndarray], vocab_size: int, dense_from: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
     """The trie as the kernel reads it, a record per lookup instead of one cache line per array: per node
     (first edge, edge count, word id or -1, 0); per edge (token, child node, the child's look-ahead).
     A node with `dense_from` children or more (the root, common prefixes) gets a row of vocab_size
@@ -272,7 +287,10 @@ def _packed_trie(trie: dict[str, np.ndarray], vocab_size: int, dense_from: int =
     for row, node in enumerate(busy):
         first, count = trie["start"][node], trie["count"][node]
         at = row * vocab_size + edges["token"][first : first + count]
-        rows["child"][at], rows["smear"][at] = edges["child"][first : first + count], edges["smear"][first : first + count]
+        rows["child"][at], rows["smear"][at] = (
+            edges["child"][first : first + count],
+            edges["smear"][first : first + count],
+        )
         nodes[node, 0], nodes[node, 1] = len(edges) + row * vocab_size, vocab_size
     return nodes, np.concatenate([edges, rows])
 

@@ -452,7 +452,9 @@ def _search(
                         key = np.int64(lm_state) * n_units + max(word, 0)
                         cached = lm_cache[_slot(key, LM_CACHE_SIZE - 1)]
                         if cached.key != key:
-                            logp, next_state = _lm_score(table, n_units, states, unk_logp, lm_state, max(word, 0))
+                            logp, next_state = _lm_score(
+                                table, n_units, states, unk_logp, lm_state, max(word, 0)
+                            )
                             cached.key, cached.logp, cached.next = key, logp, next_state
                         lm_state = cached.next
                         child_fixed += lm_weight * cached.logp

@@ -309,7 +309,9 @@ class NGramLM:
         if self._arrays is None:
             from recog.decode.kernels import LM_STATE_DTYPE, build_table
 
-            table = build_table(self.entry_context, self.entry_unit, self.entry_logp, self.entry_next, len(self.units))
+            table = build_table(
+                self.entry_context, self.entry_unit, self.entry_logp, self.entry_next, len(self.units)
+            )
             states = np.empty(len(self.state_backoff), LM_STATE_DTYPE)
             states["backoff"], states["parent"] = self.state_backoff, self.state_parent
             unk = self._unigram(UNK)
