@@ -351,3 +351,19 @@ def test_log_add_table_matches_numpy():
     assert log_add(b[0], a[0]) == log_add(a[0], b[0])
     assert log_add(-1.0, -np.inf) == -1.0 and log_add(-np.inf, -np.inf) == -np.inf
     assert log_add(0.0, 0.0) == pytest.approx(math.log(2.0), abs=1e-12)
+
+
+def test_decoding_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    decoder = CTCBeamDecoder(VOCAB, beam=8)
+    log_probs = emissions(spelled("the cat"))
+    assert gc.isenabled()
+    assert text_of(decoder, log_probs) == "the cat"
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert text_of(decoder, log_probs) == "the cat"
+        assert not gc.isenabled()  # a caller's choice to keep it off is kept
+    finally:
+        gc.enable()
