@@ -26,8 +26,19 @@ for font in fonts-lobster fonts-nanum-extra fonts-texgyre fonts-urw-base35 fonts
   fonts-yanone-kaffeesatz; do
   dpkg -s "$font" >/dev/null 2>&1 || wanted+=("$font")
 done
-if [ ${#need[@]} -gt 0 ] || [ ${#wanted[@]} -gt 0 ]; then
+# Optional voices for the speech corpus: MBROLA diphone voices (Debian non-free; us1 and en1 are reserved
+# and never installed) and more festival diphone voices (contrib/main). The corpus uses what is installed.
+voices=()
+for voice in mbrola mbrola-us2 mbrola-us3 mbrola-af1 mbrola-nl2 mbrola-fr1 mbrola-fr4 mbrola-de1 mbrola-de2 \
+  mbrola-de3 mbrola-de4 mbrola-de5 mbrola-de6 mbrola-gr2 mbrola-hu1 mbrola-pl1 mbrola-ro1 mbrola-sw1 mbrola-sw2 \
+  festvox-us2 festvox-us3 festvox-rablpc16k; do
+  dpkg -s "$voice" >/dev/null 2>&1 || voices+=("$voice")
+done
+if [ ${#need[@]} -gt 0 ] || [ ${#wanted[@]} -gt 0 ] || [ ${#voices[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
+    if [ ${#voices[@]} -gt 0 ]; then
+      echo "setup: optional TTS voices not installed (Debian contrib/non-free): ${voices[*]}" >&2
+    fi
     if [ ${#wanted[@]} -gt 0 ]; then
       echo "setup: optional font packages not installed: ${wanted[*]} (sudo apt-get install ${wanted[*]})" >&2
     fi
@@ -45,6 +56,20 @@ if [ ${#need[@]} -gt 0 ] || [ ${#wanted[@]} -gt 0 ]; then
     for font in "${wanted[@]}"; do
       apt-get install -y -qq "$font" >/dev/null 2>&1 || echo "setup: $font unavailable, skipped" >&2
     done
+    if [ ${#voices[@]} -gt 0 ]; then
+      if ! apt-cache show mbrola-us2 >/dev/null 2>&1 && [ -r /etc/os-release ]; then
+        # MBROLA's voices are in Debian's contrib and non-free sections: enable them for this release.
+        . /etc/os-release
+        printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+          "${VERSION_CODENAME:-bookworm}" >/etc/apt/sources.list.d/recog-voices.sources
+        apt-get update -qq || true
+      fi
+      echo "setup: installing optional TTS voices: ${voices[*]}"
+      apt-get install -y -qq "${voices[@]}" >/dev/null 2>&1 ||
+        for voice in "${voices[@]}"; do
+          apt-get install -y -qq "$voice" >/dev/null 2>&1 || echo "setup: $voice unavailable, skipped" >&2
+        done
+    fi
   fi
 fi
 

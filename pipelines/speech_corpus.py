@@ -30,12 +30,24 @@ import soundfile
 from tqdm import tqdm
 
 from pipelines.text import SentenceSplit, load_fortune_sentences, split_sentences_for_corpus
-from pipelines.voices import SAMPLE_RATE, SynthesisError, Voice, VoiceSplit, default_voice_split, synthesize
+from pipelines.vocoder import vocode
+from pipelines.voices import (
+    SAMPLE_RATE,
+    SynthesisError,
+    Voice,
+    VoiceSplit,
+    default_voice_split,
+    installed_optional_voices,
+    synthesize,
+)
 
-GENERATOR_VERSION = 3  # bump when a change to text, voices or synthesis should invalidate cached corpora
+GENERATOR_VERSION = 4  # bump when a change to text, voices or synthesis should invalidate cached corpora
 SPLITS = ("train", "dev", "test")
 SAMPLES_PER_SHARD = 1000
 _SPLIT_SEED_TAG = {"train": 1, "dev": 2, "test": 3}
+# Share of train utterances by non-espeak voices re-spoken through the LPC vocoder (pipelines/vocoder.py),
+# so training hears the smooth envelopes and buzzy excitation of statistical parametric voices.
+VOCODED_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class Job:
     text: str
     voice: Voice
     seed: int
+    vocoded: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +121,9 @@ def train_jobs(
             voice = voice_split.train_other[index]
         else:
             voice = voice_split.pick_train_voice(rng)
-        jobs.append(Job("train", index, sentences[index % len(sentences)], voice, int(rng.integers(2**63))))
+        seed = int(rng.integers(2**63))
+        vocoded = voice.engine != "espeak" and bool(rng.random() < VOCODED_SHARE)
+        jobs.append(Job("train", index, sentences[index % len(sentences)], voice, seed, vocoded))
     return jobs
 
 
@@ -123,7 +138,10 @@ def synthesize_job(job: Job) -> Result:
     """Synthesise one job into FLAC bytes; engine failures come back as a Result with `error` set."""
     started = time.perf_counter()
     try:
-        audio = synthesize(job.voice, job.text, np.random.default_rng(job.seed))
+        rng = np.random.default_rng(job.seed)
+        audio = synthesize(job.voice, job.text, rng)
+        if job.vocoded:
+            audio = vocode(audio, rng, SAMPLE_RATE)
     except SynthesisError as error:
         return Result(job, None, 0.0, time.perf_counter() - started, str(error))
     buffer = io.BytesIO()
@@ -146,6 +164,7 @@ class SplitWriter:
         self.utterances = 0
         self.seconds = 0.0
         self.skipped = 0
+        self.vocoded = 0
         self.texts: set[str] = set()
         self.voice_counts: dict[str, int] = defaultdict(int)
         self.engine_stats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -167,6 +186,9 @@ class SplitWriter:
             "engine": job.voice.engine,
             "duration": round(result.duration, 3),
         }
+        if job.vocoded:
+            info["vocoded"] = True
+            self.vocoded += 1
         self.shards.write({"__key__": key, "flac": result.flac, "json": info})
         shard = f"shards/{Path(self.shards.fname).name}"
         self.manifest.write(json.dumps({"key": key, "shard": shard, **info}) + "\n")
@@ -188,6 +210,7 @@ class SplitWriter:
             "utterances": self.utterances,
             "hours": round(self.seconds / 3600, 4),
             "skipped": self.skipped,
+            "vocoded": self.vocoded,
             "sentences": len(self.texts),
             "voices": dict(sorted(self.voice_counts.items())),
         }
@@ -247,6 +270,8 @@ def _requested_parameters(preset: str, hours: float | None, seed: int) -> dict[s
         "train_utterances": train_utterances,
         "seed": seed,
         "generator_version": GENERATOR_VERSION,
+        # Installed optional voices change the train voices: a corpus built without them is rebuilt.
+        "optional_voices": sorted(voice.id for voice in installed_optional_voices()),
     }
 
 

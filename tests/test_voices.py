@@ -14,6 +14,8 @@ from pipelines.voices import (
     VoiceError,
     VoiceSplit,
     espeak_voice,
+    installed_optional_voices,
+    mbrola_database,
     missing_reason,
     synthesize,
 )
@@ -27,11 +29,33 @@ from pipelines.voices import (
         ("festival", "cmu_us_slt_arctic_hts"),
         ("espeak", "mb-us1"),
         ("espeak", "en-uk"),
+        ("mbrola", "mb-us1"),
+        ("mbrola", "mb-en1"),
+        ("festival", "us1_mbrola"),
+        ("festival", "en1_mbrola"),
     ],
 )
 def test_reserved_voices_cannot_be_represented(engine, name):
     with pytest.raises(VoiceError, match="reserved"):
         Voice(engine, name)
+
+
+def test_allowed_mbrola_voices_are_representable_and_found_where_debian_installs_them():
+    assert Voice("mbrola", "mb-us2").id == "mbrola:mb-us2"
+    assert Voice("festival", "us3_mbrola").engine == "festival"
+    assert str(mbrola_database("mb-de4-en")) == "/usr/share/mbrola/de4/de4"
+    reason = missing_reason(Voice("mbrola", "mb-xx9-en"))
+    assert reason is not None and "mb-xx9-en" in reason and "apt-get install" in reason
+    assert all(not voice.name.startswith(("mb-us1", "mb-en1")) for voice in installed_optional_voices())
+
+
+def test_an_installed_mbrola_voice_speaks_english():
+    voices = [voice for voice in installed_optional_voices() if voice.engine == "mbrola"]
+    if not voices:
+        pytest.skip("no MBROLA voice installed (make setup installs them from Debian non-free)")
+    audio = synthesize(voices[0], "the morning paper", np.random.default_rng(0))
+    assert audio.dtype == np.float32 and 0.4 < len(audio) / 16_000 < 4.0
+    assert 0.2 < np.abs(audio).max() <= 0.95
 
 
 def test_weighted_train_voices_get_their_share():
