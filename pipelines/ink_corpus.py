@@ -40,7 +40,7 @@ from recog.features.strokes import WriterStyle, perturb
 from recog.image import encode_png, render_ink
 from recog.ink import encode_ink
 
-GENERATOR_VERSION = 3  # bump when a change to text, styles or synthesis should invalidate cached corpora
+GENERATOR_VERSION = 4  # bump when a change to text, styles or synthesis should invalidate cached corpora
 SPLITS = ("train", "dev", "dev-seen", "test", "test-seen")
 _SPLIT_SEED_TAG = {"train": 1, "dev": 2, "test": 3, "dev-seen": 4, "test-seen": 5}
 
@@ -181,11 +181,21 @@ def _job_seed(seed: int, split: str, index: int) -> int:
     return int(np.random.default_rng([seed, _SPLIT_SEED_TAG[split], index]).integers(2**63))
 
 
+# Connected (joined-up) scripts: their skeletons are drawn twice as often as a print family's, since
+# most people's handwriting joins letters and these are the only sources of joined letter forms
+# besides the Hershey script styles.
+CONNECTED_SCRIPT_FAMILIES = ("havana", "kaushanscript", "leckerlione", "lobstertwo", "texgyrechorus", "z003")
+
+
 def _font_job(split: str, index: int, text: str, kind: str, fonts, seed: int) -> Job:
-    """A job in one font: a family drawn uniformly (a family of 12 faces counts once), then a face."""
+    """A job in one font: a family drawn uniformly (a family of 12 faces counts once; connected scripts
+    count twice for skeleton ink), then a face."""
     rng = np.random.default_rng([seed, _SPLIT_SEED_TAG[split], index, 7])
     families = sorted({font.key for font in fonts})
-    family = families[int(rng.integers(len(families)))]
+    weights = np.array(
+        [2.0 if kind == "skeleton" and key in CONNECTED_SCRIPT_FAMILIES else 1.0 for key in families]
+    )
+    family = families[int(rng.choice(len(families), p=weights / weights.sum()))]
     faces = [font for font in fonts if font.key == family]
     face = faces[int(rng.integers(len(faces)))]
     return Job(split, index, text, kind, (face.path,), _job_seed(seed, split, index), face.family)

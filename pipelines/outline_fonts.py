@@ -37,6 +37,7 @@ ONLY_FAMILIES_UNDER = {
     "/urw-base35/": ("z003",),
     "/tex-gyre/": ("texgyrechorus",),
     "/texgyre/": ("texgyrechorus",),
+    "/kiloji/": ("kiloji",),  # its B/D/P faces are named as families of their own
 }
 REQUIRED_CHARS = "abcdefghijklmnopqrstuvwxyz'"
 # Held-out families, the first one installed of each list (one never serves both).

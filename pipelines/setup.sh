@@ -23,7 +23,7 @@ done
 # Z003 are used from the big packages (pipelines/outline_fonts.py). Reserved fonts are never listed here.
 wanted=()
 for font in fonts-lobster fonts-nanum-extra fonts-texgyre fonts-urw-base35 fonts-seto fonts-klee \
-  fonts-yanone-kaffeesatz; do
+  fonts-yanone-kaffeesatz fonts-havana fonts-leckerli-one fonts-yusei-magic fonts-kiloji; do
   dpkg -s "$font" >/dev/null 2>&1 || wanted+=("$font")
 done
 # Optional voices for the speech corpus: MBROLA diphone voices (Debian non-free; us1 and en1 are reserved

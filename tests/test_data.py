@@ -160,7 +160,7 @@ def test_oversampling_repeats_items_by_their_factor_with_distinct_copies():
     assert ones.batches_for(1) == plain.batches_for(1)
 
 
-def test_oversample_factors_match_manifest_fields_and_name_a_rule_that_matches_nothing():
+def test_oversample_factors_match_manifest_fields_and_name_rules_that_match_nothing():
     config = load_config(None, ['data.oversample={"engine=piper": 3, "voice=flite:kal16": 1.5}'])
     assert config.data.oversample == {"engine=piper": 3.0, "voice=flite:kal16": 1.5}
     utterances = [
@@ -170,8 +170,11 @@ def test_oversample_factors_match_manifest_fields_and_name_a_rule_that_matches_n
     ]
     assert oversample_factors(utterances, config.data.oversample) == [3.0, 1.5, 1.0]
     assert oversample_factors(utterances, {}) is None
-    with pytest.raises(ConfigError, match="no training item has engine=kokoro"):
-        oversample_factors(utterances, {"engine=kokoro": 2.0})
+    with pytest.raises(ConfigError, match="no training item has engin=piper"):  # a field none has: a typo
+        oversample_factors(utterances, {"engin=piper": 2.0})
+    # a value none has (an optional voice not installed here) is a warning, and the rest still apply
+    with pytest.warns(UserWarning, match="no training item has engine=kokoro"):
+        assert oversample_factors(utterances, {"engine=kokoro": 2.0, "engine=piper": 3}) == [3.0, 1.0, 1.0]
     with pytest.raises(ConfigError, match="'piper' is not FIELD=VALUE"):
         oversample_factors(utterances, {"piper": 2.0})
     with pytest.raises(ConfigError, match="data.oversample: expected a mapping"):

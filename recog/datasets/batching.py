@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -46,9 +47,14 @@ def oversample_factors(utterances: list, spec: dict[str, float]) -> list[float] 
         hits = [rule for rule in rules if str(utterance.info.get(rule[0], "")) == rule[1]]
         matched.update(hits)
         factors.append(max((factor for _, _, factor in hits), default=1.0))
-    missing = [f"{name}={value}" for name, value, factor in rules if (name, value, factor) not in matched]
-    if missing:
-        raise ConfigError(f"data.oversample: no training item has {', '.join(missing)}")
+    # A field no item has is a typo; a value none has may be an optional voice that is not installed.
+    fields = {name for utterance in utterances for name in utterance.info}
+    unknown = [f"{name}={value}" for name, value, factor in rules if name not in fields]
+    if unknown:
+        raise ConfigError(f"data.oversample: no training item has {', '.join(unknown)}")
+    for name, value, factor in rules:
+        if (name, value, factor) not in matched:
+            warnings.warn(f"data.oversample: no training item has {name}={value} (rule unused)", stacklevel=2)
     return factors
 
 
