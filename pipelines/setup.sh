@@ -57,7 +57,8 @@ if [ ${#need[@]} -gt 0 ] || [ ${#wanted[@]} -gt 0 ] || [ ${#voices[@]} -gt 0 ]; 
       apt-get install -y -qq "$font" >/dev/null 2>&1 || echo "setup: $font unavailable, skipped" >&2
     done
     if [ ${#voices[@]} -gt 0 ]; then
-      if ! apt-cache show mbrola-us2 >/dev/null 2>&1 && [ -r /etc/os-release ]; then
+      if ! grep -Eqs '(^|[[:space:]])non-free([[:space:]]|$)' /etc/apt/sources.list /etc/apt/sources.list.d/* &&
+        [ -r /etc/os-release ]; then
         # MBROLA's voices are in Debian's contrib and non-free sections: enable them for this release.
         . /etc/os-release
         printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
