@@ -32,6 +32,9 @@ import soxr
 SAMPLE_RATE = 16_000
 ENGINES = ("espeak", "festival", "flite", "mbrola", "piper", "kokoro")
 ENGINE_TIMEOUT_S = 60
+# Engines speak at most ~28 characters per second at their fastest settings here; festival's us3_mbrola
+# sometimes stops early (an unknown diphone), leaving a transcript that the audio does not hold.
+MAX_CHARS_PER_SECOND = 32.0
 
 # Held out for external evaluation; substrings of a lowercased engine voice name.
 RESERVED_NAME_PARTS = ("slt", "awb", "us1", "en1")
@@ -577,4 +580,7 @@ def synthesize(voice: Voice, text: str, rng: np.random.Generator) -> np.ndarray:
     if peak < 1e-4 or len(audio) < SAMPLE_RATE // 10:
         raise SynthesisError(f"{voice.id}: engine produced silence for {text!r}")
     audio = trim_silence(audio, rng)
+    seconds = len(audio) / SAMPLE_RATE
+    if len(text) / seconds > MAX_CHARS_PER_SECOND:
+        raise SynthesisError(f"{voice.id}: {seconds:.2f} s of audio for {len(text)} characters: truncated")
     return (audio * (rng.uniform(0.3, 0.95) / peak)).astype(np.float32)

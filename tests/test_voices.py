@@ -90,3 +90,14 @@ def test_kokoro_blend_speaks_16khz_audio_of_plausible_length():
     seconds = len(audio) / 16_000
     assert audio.dtype == np.float32 and 0.8 < seconds < 5.0
     assert 0.25 < float(np.abs(audio).max()) <= 0.95
+
+
+def test_audio_too_short_for_its_text_is_refused_as_truncated(monkeypatch):
+    import pipelines.voices as voices
+
+    half_second = np.sin(np.linspace(0, 400, 8000)).astype(np.float32)  # 0.5 s of tone
+    monkeypatch.setattr(voices, "_run_engine", lambda voice, text, rng: (half_second, 16_000))
+    voice = Voice("festival", "us3_mbrola")
+    assert len(synthesize(voice, "hello there", np.random.default_rng(0))) > 0  # 11 chars in ~0.8 s
+    with pytest.raises(voices.SynthesisError, match="us3_mbrola.*truncated"):
+        synthesize(voice, "they exercise precautions to avoid contamination", np.random.default_rng(0))
