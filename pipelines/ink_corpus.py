@@ -40,7 +40,7 @@ from recog.features.strokes import WriterStyle, perturb
 from recog.image import encode_png, render_ink
 from recog.ink import encode_ink
 
-GENERATOR_VERSION = 4  # bump when a change to text, styles or synthesis should invalidate cached corpora
+GENERATOR_VERSION = 5  # bump when a change to text, styles or synthesis should invalidate cached corpora
 SPLITS = ("train", "dev", "dev-seen", "test", "test-seen")
 _SPLIT_SEED_TAG = {"train": 1, "dev": 2, "test": 3, "dev-seen": 4, "test-seen": 5}
 
