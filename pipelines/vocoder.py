@@ -111,7 +111,7 @@ def vocode(
         segment = slice(frame * HOP, (frame + 1) * HOP)
         zi = lfiltic([gain[frame]], a[frame], past)
         output[segment], _ = lfilter([gain[frame]], a[frame], excitation[segment], zi=zi)
-        past = output[segment][::-1][:order] if HOP >= order else np.r_[output[segment][::-1], past][:order]
+        past = output[segment][::-1][:order]  # HOP (80) > order (at most 22)
     output = lfilter([1.0], [1.0, -PRE_EMPHASIS], output)[: len(audio)]
     output -= output.mean()
     peak_in, peak_out = np.abs(audio).max(), np.abs(output).max()
