@@ -143,3 +143,23 @@ def test_tiny_corpus_build(tmp_path, capsys):
     capsys.readouterr()
     build_corpus(tmp_path / "corpus", preset="tiny", workers=2)
     assert "corpus cached" in capsys.readouterr().out
+
+
+def test_mistraced_and_sketched_families_are_not_traced_as_ink_but_connected_scripts_weigh_double():
+    from pipelines.ink_corpus import CONNECTED_SCRIPT_FAMILIES, _font_job
+    from pipelines.outline_fonts import MISTRACED_FAMILIES, ink_fonts
+
+    fonts = list(discover_fonts())
+    assert not {font.key for font in ink_fonts(fonts)} & set(MISTRACED_FAMILIES)
+    connected = [font for font in fonts if font.key in CONNECTED_SCRIPT_FAMILIES][:1]
+    printed = [font for font in fonts if font.key == "dejavusans"][:1]
+    if not connected or not printed:
+        pytest.skip("needs a connected script font and DejaVu Sans installed")
+    pair = [
+        OutlineFont(connected[0].path, connected[0].family),
+        OutlineFont(printed[0].path, printed[0].family),
+    ]
+    picks = [_font_job("train", i, "x", "skeleton", pair, 0).family for i in range(3000)]
+    assert picks.count(connected[0].family) / len(picks) == pytest.approx(2 / 3, abs=0.03)
+    outline = [_font_job("train", i, "x", "outline", pair, 0).family for i in range(3000)]
+    assert outline.count(connected[0].family) / len(outline) == pytest.approx(1 / 2, abs=0.03)
