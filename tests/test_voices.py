@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines.voices import (
+    DEFAULT_PARAMS,
     KOKORO_SPEAKERS,
     KokoroSession,
     Voice,
@@ -33,6 +34,7 @@ from pipelines.voices import (
         ("mbrola", "mb-en1"),
         ("festival", "us1_mbrola"),
         ("festival", "en1_mbrola"),
+        ("rhvoice", "slt"),
     ],
 )
 def test_reserved_voices_cannot_be_represented(engine, name):
@@ -47,6 +49,30 @@ def test_allowed_mbrola_voices_are_representable_and_found_where_debian_installs
     reason = missing_reason(Voice("mbrola", "mb-xx9-en"))
     assert reason is not None and "mb-xx9-en" in reason and "apt-get install" in reason
     assert all(not voice.name.startswith(("mb-us1", "mb-en1")) for voice in installed_optional_voices())
+
+
+@pytest.mark.parametrize("engine", ["rhvoice", "pico"])
+def test_installed_hmm_voices_speak_english_at_the_drawn_speed(engine):
+    voices = [voice for voice in installed_optional_voices() if voice.engine == engine]
+    if not voices:
+        pytest.skip(f"no {engine} voice installed (make setup installs them from Debian non-free)")
+    assert all(voice.name != "slt" for voice in voices)
+    text = "the morning paper was on the step"
+    slow, fast = (
+        Voice(engine, voices[0].name, {key: (value, value) for key in DEFAULT_PARAMS[engine]})
+        for value in (75.0, 125.0)
+    )
+    slow_audio = synthesize(slow, text, np.random.default_rng(0))
+    fast_audio = synthesize(fast, text, np.random.default_rng(0))
+    assert slow_audio.dtype == np.float32 and 1.0 < len(slow_audio) / 16_000 < 5.0
+    assert len(fast_audio) < 0.85 * len(slow_audio)  # the rate/speed parameter reaches the engine
+
+
+def test_missing_hmm_voices_name_what_to_install():
+    reason = missing_reason(Voice("rhvoice", "nobody"))
+    assert reason is not None and "nobody" in reason and "rhvoice-english" in reason
+    reason = missing_reason(Voice("pico", "xx-XX"))
+    assert reason is not None and "xx-XX" in reason and "libttspico-utils" in reason
 
 
 def test_an_installed_mbrola_voice_speaks_english():
