@@ -337,7 +337,7 @@ class VoiceSplit:
 def default_voice_split(train_other_share: float = 0.6) -> VoiceSplit:
     """The corpus's voice split; raises VoiceError naming what to install if a voice is missing.
 
-    The optional voices (MBROLA, festival rab/us2/us3) join train when installed."""
+    The optional voices (MBROLA, festival rab/us2/us3, RHVoice, Pico) join train when installed."""
     test = (Voice("flite", "rms"), espeak_voice("en-us", "m3"), espeak_voice("en-gb-x-rp", "f3"))
     # flite `kal` is the 8 kHz Kal diphone voice: same speaker as festival/flite kal16 in train, but
     # a narrow-band channel never seen in training, and dev's only non-espeak voice.
@@ -543,7 +543,8 @@ def _engine_command(voice: Voice, text: str, wav_path: str, rng: np.random.Gener
     if voice.engine == "pico":  # speed and pitch are Pico's own markup (percent of normal)
         speed = int(rng.uniform(*voice.params["speed_percent"]))
         pitch = int(rng.uniform(*voice.params["pitch_percent"]))
-        markup = f'<speed level="{speed}"><pitch level="{pitch}">{text}</pitch></speed>'
+        plain = text.replace("<", " ").replace(">", " ")  # the text must not open a tag of its own
+        markup = f'<speed level="{speed}"><pitch level="{pitch}">{plain}</pitch></speed>'
         return ["pico2wave", "-l", voice.name, "-w", wav_path, markup]
     stretch = float(rng.uniform(*voice.params["duration_stretch"]))
     return [
