@@ -117,6 +117,9 @@ class TrainConfig:
     max_epochs: int = 10
     max_minutes: float = 0.0  # 0 = no time budget; otherwise the schedule and stop follow the clock too
     clip_norm: float = 5.0
+    # Exponential moving average of the weights (0: off). Dev evaluation, best.pt and the report use the
+    # average; last.pt keeps the raw weights too, so a resumed run goes on exactly.
+    ema_decay: float = 0.0
     eval_every: int = 0  # steps; 0 = once per epoch
     checkpoint_every: int = 200
     patience: int = 6  # evaluations without dev CER improvement before stopping

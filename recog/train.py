@@ -3,6 +3,7 @@ atomic checkpoints, exact resume (optimizer, schedule, sampler position, RNG).""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -41,6 +42,49 @@ class TrainState:
     infeasible_samples: int = 0
     last_eval_step: int = -1  # kept on every rank (best_* is only updated on rank 0)
     finished: bool = False
+
+
+class WeightAverage:
+    """An exponential moving average of a model's floating-point weights, kept in fp32.
+
+    The decay ramps up as min(decay, (1 + step) / (10 + step)), so the average is not dominated by the
+    random initial weights early in training."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"train.ema_decay must lie in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {
+            name: value.detach().float().clone()
+            for name, value in model.state_dict().items()
+            if value.is_floating_point()
+        }
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1.0 + step) / (10.0 + step))
+        state = model.state_dict()
+        names = list(self.shadow)
+        torch._foreach_lerp_([self.shadow[n] for n in names], [state[n].float() for n in names], 1.0 - decay)
+
+    def load(self, state: dict) -> None:
+        for name in self.shadow:
+            self.shadow[name].copy_(state[name])
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module):
+        """Run the block with the averaged weights in `model`, then put the raw weights back."""
+        state = model.state_dict()
+        raw = {name: state[name].detach().clone() for name in self.shadow}
+        with torch.no_grad():
+            for name, value in self.shadow.items():
+                state[name].copy_(value)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for name, value in raw.items():
+                    state[name].copy_(value)
 
 
 def learning_rate(config: TrainConfig, state: TrainState, total_steps: int) -> float:
@@ -118,17 +162,22 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.language_model = None
+        self.ema = WeightAverage(self.model, config.train.ema_decay) if config.train.ema_decay > 0 else None
 
     # -- checkpoints -------------------------------------------------------------------------
     def payload(self) -> dict:
-        return model_payload(
-            self.model, self.config, self.vocab, self.features, self.cmvn, self.language_model
-        )
+        """The checkpoint of the weights inference uses: the moving average when there is one."""
+        with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
+            return model_payload(
+                self.model, self.config, self.vocab, self.features, self.cmvn, self.language_model
+            )
 
     def save_last(self) -> None:
         if not self.context.main:
             return
         payload = self.payload()
+        if self.ema:  # the raw weights, which training goes on from
+            payload["raw_model_state"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         payload["train_state"] = {
             "state": asdict(self.state),
             "optimizer": self.optimizer.state_dict(),
@@ -145,7 +194,13 @@ class Trainer:
             self.log(f"resume: no {path}, starting fresh")
             return False
         payload = load_checkpoint(path)
-        self.model.load_state_dict(payload["model_state"])
+        if self.ema:
+            if "raw_model_state" not in payload:
+                raise ValueError(f"{path}: saved without train.ema_decay, cannot resume with it")
+            self.model.load_state_dict(payload["raw_model_state"])
+            self.ema.load(payload["model_state"])
+        else:
+            self.model.load_state_dict(payload.get("raw_model_state", payload["model_state"]))
         saved = payload["train_state"]
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scaler.load_state_dict(saved["scaler"])
@@ -202,6 +257,8 @@ class Trainer:
             return None, norm
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema:
+            self.ema.update(self.model, self.state.step)
         return float(loss.detach()), norm
 
     # -- evaluation ------------------------------------------------------------------------
@@ -222,7 +279,8 @@ class Trainer:
                 self.config.task,
             )
             stored = self.dev_set.audio if isinstance(self.dev_set, SpeechDataset) else self.dev_set.stored
-            result = recognizer.evaluate(self.dev_set.utterances, stored, kinds=("greedy",))["greedy"]
+            with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
+                result = recognizer.evaluate(self.dev_set.utterances, stored, kinds=("greedy",))["greedy"]
             self.model.train()
             blank = sum(1 for e in result["examples"] if not e["hyp"])
             all_blank = result["cer"] >= 0.999 or blank == len(result["examples"])
