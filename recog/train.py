@@ -107,7 +107,9 @@ def model_payload(model: nn.Module, config: Config, vocab: Vocab, features, cmvn
     """Everything inference needs, as tensors and plain data."""
     return {
         "task": config.task,
-        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        # copies: on the CPU .cpu() would alias the live weights, which training (or a swapped-in moving
+        # average being swapped out) goes on changing
+        "model_state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "model_config": asdict(config.model),
         "input_dim": features.dim,
         "vocab": vocab.to_list(),
@@ -177,7 +179,9 @@ class Trainer:
             return
         payload = self.payload()
         if self.ema:  # the raw weights, which training goes on from
-            payload["raw_model_state"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            payload["raw_model_state"] = {
+                k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+            }
         payload["train_state"] = {
             "state": asdict(self.state),
             "optimizer": self.optimizer.state_dict(),

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, run_recog, subprocess_env, synthesize
 
 from recog.config import load_config
@@ -107,6 +108,8 @@ def test_kill_minus_nine_then_resume_continues_where_it_stopped(tiny_corpus, tmp
     args += ["--set", f"train.max_epochs={epochs}"]
     # a loader worker draws batches ahead of training: the saved position must count trained batches only
     args += ["--set", "data.workers=1", "--set", "data.batch_frames=2500"]
+    # with a moving average of the weights: last.pt must give training back its raw weights and the average
+    args += ["--set", "train.ema_decay=0.9"]
     log = (tmp_path / "first.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "recog.cli", *args], cwd=REPO, env=subprocess_env(), stdout=log, stderr=log
@@ -134,7 +137,8 @@ def test_kill_minus_nine_then_resume_continues_where_it_stopped(tiny_corpus, tmp
         log.close()
     assert process.returncode == -signal.SIGKILL
     assert not (out / "report.json").exists()
-    saved_step = load_checkpoint(out / "last.pt")["train_state"]["state"]["step"]
+    killed = load_checkpoint(out / "last.pt")
+    saved_step = killed["train_state"]["state"]["step"]
     assert saved_step == 4  # killed between the checkpoints at steps 4 and 8
     before = read_metrics(metrics_path)
     killed_losses = {e["step"]: e["loss"] for e in before if e["kind"] == "train"}
@@ -154,8 +158,13 @@ def test_kill_minus_nine_then_resume_continues_where_it_stopped(tiny_corpus, tmp
     for entry in resumed[:2]:
         assert entry["loss"] == pytest.approx(killed_losses[entry["step"]], rel=1e-3), entry["step"]
         assert entry["lr"] == pytest.approx(killed_losses_lr[entry["step"]], rel=1e-6)
-    last = load_checkpoint(out / "last.pt")["train_state"]["state"]
+    last_payload = load_checkpoint(out / "last.pt")
+    last = last_payload["train_state"]["state"]
     assert last["finished"] is True and last["step"] == total
+    # the average (model_state, what inference loads) differs from the raw weights training goes on from
+    name = next(iter(killed["model_state"]))
+    assert not torch.equal(killed["model_state"][name], killed["raw_model_state"][name])
+    assert not torch.equal(last_payload["model_state"][name], last_payload["raw_model_state"][name])
     report = json.loads((out / "report.json").read_text())
     assert report["train_steps"] == total and set(report["sets"]) == {"dev", "test"}
 
