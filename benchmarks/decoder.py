@@ -46,6 +46,12 @@ OURS = {
     False: {"token_min_logp": -6.0, "blank_skip_threshold": 0.999, "beam_prune": 10.0},
     True: {"token_min_logp": -8.0, "blank_skip_threshold": 0.999, "beam_prune": 10.0},
 }
+
+
+def ours_pruning(beam: int, with_lm: bool) -> dict:
+    return OURS.get((beam, with_lm), OURS[with_lm])
+
+
 PYCTC = {"token_min_logp": -8.0, "beam_prune_logp": -10.0}
 FLASHLIGHT = {
     (10, False): {"beam_size_token": 1, "beam_threshold": 20.0},
@@ -208,7 +214,7 @@ def ours(beam: int, data: dict, with_lm: bool, options: dict | None = None, batc
         lm_weight=lm_weight,
         word_score=word_score if with_lm else 0.0,
         unk_score=unk_score,
-        **(options or OURS[with_lm]),
+        **(options or ours_pruning(beam, with_lm)),
     )
     if batch:
         return lambda batch_log_probs: [transcript.text for transcript in decoder(batch_log_probs)]
@@ -316,8 +322,8 @@ def summary(
 
 
 def tune_ours(data: dict, beams: list[int]) -> dict:
-    """recog's pruning by the rule in OURS' comment, on the dev set: per LM setting, the fastest grid
-    point (CPU seconds summed over `beams`) whose WER at every beam is within 0.002 of that beam's best."""
+    """recog's pruning by the rule in OURS' comment, on the dev set: per beam width and LM setting (as
+    flashlight's), the fastest grid point whose WER is within 0.002 of the best at that beam."""
     grid = [
         {"token_min_logp": t, "blank_skip_threshold": b, "beam_prune": p}
         for t in (-8.0, -6.0, -5.0)
@@ -326,21 +332,19 @@ def tune_ours(data: dict, beams: list[int]) -> dict:
     ]
     chosen = {}
     for with_lm in (False, True):
-        rows = []
-        for options in grid:
-            row = {**options, "wer": {}, "seconds": 0.0}
-            for beam in beams:
+        for beam in beams:
+            rows = []
+            for options in grid:
                 decode = ours(beam, data, with_lm, options, batch=True)
                 result = measure_batch(decode, data["log_probs"], data["texts"])
-                row["wer"][beam] = result["wer"]
-                row["seconds"] += result["cpu_seconds"]
-            rows.append(row)
-            print(f"tune LM={with_lm} {options} WER {row['wer']} {row['seconds']:.3f} s", flush=True)
-        best = {beam: min(row["wer"][beam] for row in rows) for beam in beams}
-        fine = [r for r in rows if all(r["wer"][b] <= best[b] + 0.002 for b in beams)]
-        pick = min(fine, key=lambda r: r["seconds"])
-        chosen[with_lm] = {key: pick[key] for key in grid[0]}
-        print(f"chosen for LM={with_lm}: {chosen[with_lm]} (dev WER {pick['wer']}, best {best})", flush=True)
+                rows.append({**options, "wer": result["wer"], "seconds": result["cpu_seconds"]})
+                print(f"tune beam {beam} LM={with_lm} {options} WER {result['wer']:.4f} "
+                      f"{result['cpu_seconds']:.3f} s", flush=True)  # fmt: skip
+            best = min(row["wer"] for row in rows)
+            pick = min((r for r in rows if r["wer"] <= best + 0.002), key=lambda r: r["seconds"])
+            chosen[(beam, with_lm)] = {key: pick[key] for key in grid[0]}
+            print(f"chosen for beam {beam} LM={with_lm}: {chosen[(beam, with_lm)]} "
+                  f"(dev WER {pick['wer']:.4f}, best {best:.4f})", flush=True)  # fmt: skip
     return chosen
 
 
@@ -379,7 +383,11 @@ def main() -> int:
         dev = speech(args.model, args.dev, REPO / "runs/bench/speech-dev-logprobs.npz", args.speech_limit)
         if dev is None:
             return 1
-        print(json.dumps({str(k): v for k, v in tune_ours(dev, beams).items()}))
+        print(
+            json.dumps(
+                {f"beam {b}, {'LM' if lm else 'no LM'}": v for (b, lm), v in tune_ours(dev, beams).items()}
+            )
+        )
         return 0
     if args.quick:
         args.utterances, args.speech_limit, beams = 5, 5, [b for b in beams if b <= 25]
@@ -393,7 +401,11 @@ def main() -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "date": time.strftime("%Y-%m-%d"),
         "pruning": {
-            "recog": {"LM" if lm else "no LM": v for lm, v in OURS.items()},
+            "recog": {
+                f"beam {b}, {'LM' if lm else 'no LM'}": ours_pruning(b, lm)
+                for b in beams
+                for lm in (False, True)
+            },
             "pyctcdecode": PYCTC,
             "flashlight": {f"beam {b}, {'LM' if lm else 'no LM'}": v for (b, lm), v in FLASHLIGHT.items()},
             "fast-ctc-decode": FAST_CTC,
