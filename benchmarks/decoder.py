@@ -38,10 +38,8 @@ VOCAB = Vocab.speech()
 # flashlight: per (beam, LM), the fastest of beam_size_token 1/2/3/5/8/29 x beam_threshold 6/10/15/20/30
 # whose WER on the speech dev set is within 0.002 of the best of them (without an LM every setting
 # gives the greedy WER, so the fastest is beam_size_token 1). pyctcdecode: not re-tuned this round.
-# recog: the same rule over beam_prune 20/10/7, token_min_logp -8/-6/-5, blank_skip 0.999/0.99/0.95
-# (`--tune` reruns this grid on the dev dump. On speech run 4's dev set it picks -6/0.999/20 with the LM
-# and -5/0.95/7 without; those raise the test WER at some beams (LM: 29.76 -> 29.84 at beam 25,
-# 28.22 -> 28.60 at 100), so the settings below were kept.)
+# recog: the same rule, per (beam, LM) as flashlight, over beam_prune 20/10/7, token_min_logp -8/-6/-5,
+# blank_skip 0.999/0.99/0.95 (`--tune` reruns this grid on the dev dump and prints the picks below).
 OURS = {  # per (beam, LM): `--tune` on speech run 8's dev set, 2026-11-27 09:10 UTC
     (10, False): {"token_min_logp": -5.0, "blank_skip_threshold": 0.95, "beam_prune": 7.0},
     (25, False): {"token_min_logp": -5.0, "blank_skip_threshold": 0.99, "beam_prune": 7.0},
