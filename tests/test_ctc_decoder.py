@@ -214,7 +214,7 @@ def test_batch_words_times_and_confidences_match_the_per_token_reference(word_lm
     transcripts = decoder(batch)
     options = decoder.options
     offsets = np.concatenate([[0], np.cumsum([len(item) for item in batch])]).astype(np.int64)
-    counts, scores, lengths, _, tokens, frames, probs, _, _ = beam_search(
+    counts, scores, lengths, _, tokens, frames, probs, *_ = beam_search(
         np.concatenate(batch), offsets, options.beam, options.token_min_logp, len(VOCAB),
         math.log(options.blank_skip_threshold), options.beam_prune, 1, decoder._scorer)  # fmt: skip
     at = 0

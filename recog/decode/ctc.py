@@ -122,7 +122,7 @@ class CTCBeamDecoder:
         np.cumsum([len(item) for item in inputs], out=offsets[1:])
         options = self.options
         threshold = options.blank_skip_threshold
-        counts, scores, lengths, n_words, tokens, _, _, words, confidences = beam_search(
+        counts, scores, lengths, n_words, tokens, _, _, _, times, confidences = beam_search(
             flat,
             offsets,
             options.beam,
@@ -132,44 +132,42 @@ class CTCBeamDecoder:
             options.beam_prune,
             1 if options.nbest == 1 else options.beam,  # prefixes differing in a trailing space share a text
             self._scorer,
+            self.frame_seconds,
         )
         # Every object made below is kept, so garbage collections triggered by making them find nothing,
         # and a full one walks the caller's whole heap: on the speech test set they took ~20% of the time.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return self._transcripts(counts, scores, lengths, n_words, tokens, words, confidences)
+            return self._transcripts(counts, scores, lengths, n_words, tokens, times, confidences)
         finally:
             if collecting:
                 gc.enable()
 
-    def _transcripts(self, counts, scores, lengths, n_words, tokens, words, confidences):
-        """The kernel's flat arrays -> per input a list of Transcripts."""
-        names, seconds, nbest = self.vocab.tokens, self.frame_seconds, self.options.nbest
-        # word times in seconds and confidences, rounded for output (ms, 4 digits) in one numpy call each
-        times = np.round(words[:, 2:4] * seconds, 3).tolist()
-        words, confidences = words[:, :2].tolist(), np.round(confidences, 4).tolist()
-        tokens, scores, lengths, n_words = (
-            tokens.tolist(),
-            scores.tolist(),
-            lengths.tolist(),
-            n_words.tolist(),
-        )
+    def _transcripts(self, counts, scores, lengths, n_words, tokens, times, confidences):
+        """The kernel's flat arrays -> per input a list of Transcripts (word times and confidences come
+        rounded for output: ms, 4 digits)."""
+        names, nbest, space = self.vocab.tokens, self.options.nbest, self.space
+        tokens, scores, lengths = tokens.tolist(), scores.tolist(), lengths.tolist()
+        n_words, times, confidences = n_words.tolist(), times.tolist(), confidences.tolist()
         results, hypothesis, token_at, word_at = [], 0, 0, 0
         for count in counts.tolist():
             transcripts, seen = [], set()
             for _ in range(count):
-                ids = tokens[token_at : token_at + lengths[hypothesis]]
-                spelled = [names[i] for i in ids]
-                hypothesis_words = []
-                for at in range(word_at, word_at + n_words[hypothesis]):
-                    begin, end = words[at]
-                    start, stop = times[at]
-                    hypothesis_words.append(Word("".join(spelled[begin:end]), start, stop, confidences[at]))
-                if self.space >= 0:
-                    text = " ".join([word.word for word in hypothesis_words])
+                spelled = "".join([names[i] for i in tokens[token_at : token_at + lengths[hypothesis]]])
+                # the kernel's words are the runs of tokens between spaces (all of them without a space)
+                if space >= 0:
+                    strings = [word for word in spelled.split(" ") if word]
                 else:
-                    text = "".join(spelled)
+                    strings = [spelled] if spelled else []
+                end = word_at + n_words[hypothesis]
+                hypothesis_words = [
+                    Word(string, start, stop, confidence)
+                    for string, (start, stop), confidence in zip(
+                        strings, times[word_at:end], confidences[word_at:end], strict=True
+                    )
+                ]
+                text = " ".join(strings) if space >= 0 else spelled
                 if text not in seen:
                     seen.add(text)
                     transcripts.append(Transcript(text, scores[hypothesis], hypothesis_words))

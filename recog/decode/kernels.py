@@ -30,7 +30,9 @@ FLOAT_COLUMNS = 3
 LM_ENTRY_DTYPE = np.dtype([("key", np.int64), ("logp", np.float32), ("next", np.int32)])
 LM_STATE_DTYPE = np.dtype([("backoff", np.float32), ("parent", np.int32)])
 LM_CACHE_DTYPE = np.dtype([("key", np.int64), ("next", np.int64), ("logp", np.float64)])
-LM_CACHE_SIZE = 4096  # recent word LM lookups, direct-mapped (96 KB): prefixes in a beam share histories
+# recent word LM lookups, direct-mapped (up to 96 KB; prefixes in a beam share histories), sized to the
+# beam: a call pays for zeroing it. A slot holds key + 1, so a zeroed slot is empty.
+LM_CACHE_MAX = 4096
 TRIE_EDGE_DTYPE = np.dtype([("token", np.int32), ("child", np.int32), ("smear", np.float64)])
 _HASH = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(29)
@@ -155,6 +157,15 @@ def _heap_offer(heap, n, size, value):
 
 
 @njit(cache=True)
+def _lm_cache_size(beam):
+    """A power of two, 64 slots per beam entry, 512 to LM_CACHE_MAX."""
+    size = 512
+    while size < 64 * beam and size < LM_CACHE_MAX:
+        size *= 2
+    return size
+
+
+@njit(cache=True)
 def _grow(ints, floats, capacity):
     bigger_ints = np.empty((capacity, INT_COLUMNS), np.int32)
     bigger_floats = np.empty((capacity, FLOAT_COLUMNS), np.float64)
@@ -174,15 +185,17 @@ def _grow_output(array, needed):
 
 @njit(cache=True, nogil=True)
 def beam_search(
-    log_probs, offsets, beam, token_min_logp, token_max, blank_skip_logp, beam_prune, nbest, scorer
-):
+    log_probs, offsets, beam, token_min_logp, token_max, blank_skip_logp, beam_prune, nbest, scorer,
+    frame_seconds=0.0,
+):  # fmt: skip
     """CTC prefix beam search over a batch: utterance u is rows offsets[u]:offsets[u + 1] of the
     (frames, vocab) log-probs (blank = 0). One compiled call for the batch; work arrays are shared.
 
     Returns flat arrays: per utterance how many hypotheses (none for an empty one); per hypothesis its
     total score, token count and word count; per token its id, the frame it was first emitted on and
     its posterior there; per word (tokens split on spaces) its first and end token within the
-    hypothesis, its first and end frame (one past its last character's) and its mean posterior."""
+    hypothesis, its first and end frame (one past its last character's), its start and end time
+    (frames times frame_seconds, to the millisecond) and its mean posterior (to 4 digits)."""
     vocab = log_probs.shape[1]
     n_utterances = len(offsets) - 1
     capacity = 1024
@@ -214,10 +227,8 @@ def beam_search(
         np.empty(vocab, np.int32),  # tokens
         np.empty(beam, np.float64),  # final
         np.empty(beam, np.float64),  # heap: the beam best candidate scores so far (a min-heap)
-        np.zeros(LM_CACHE_SIZE, LM_CACHE_DTYPE),  # lm_cache
+        np.zeros(_lm_cache_size(beam), LM_CACHE_DTYPE),  # lm_cache
     )
-    for slot in range(LM_CACHE_SIZE):
-        work[24][slot].key = -1
     space = scorer[12]
     counts = np.zeros(n_utterances, np.int32)
     scores = np.empty(n_utterances * nbest, np.float64)
@@ -228,6 +239,7 @@ def beam_search(
     out_probs = np.empty(1024, np.float64)
     word_ints = np.empty(4 * 256, np.int32)  # per word: first token, end token, first frame, end frame
     word_conf = np.empty(256, np.float64)
+    word_times = np.empty(2 * 256, np.float64)
     n_hyps = n_tokens_out = n_words_out = 0
     for u in range(n_utterances):
         utterance = log_probs[offsets[u] : offsets[u + 1]]
@@ -271,14 +283,19 @@ def beam_search(
                 if end > begin:
                     word_ints = _grow_output(word_ints, 4 * (n_words_out + words + 1))
                     word_conf = _grow_output(word_conf, n_words_out + words + 1)
+                    word_times = _grow_output(word_times, 2 * (n_words_out + words + 1))
                     total = 0.0
                     for k in range(begin, end):
                         total += out_probs[n_tokens_out + k]
                     at = 4 * (n_words_out + words)
+                    first, stop = out_frames[n_tokens_out + begin], out_frames[n_tokens_out + end - 1] + 1
                     word_ints[at], word_ints[at + 1] = begin, end
-                    word_ints[at + 2] = out_frames[n_tokens_out + begin]
-                    word_ints[at + 3] = out_frames[n_tokens_out + end - 1] + 1
-                    word_conf[n_words_out + words] = total / (end - begin)
+                    word_ints[at + 2], word_ints[at + 3] = first, stop
+                    # rounded as numpy's round does it: scaled, to the nearest even integer, scaled back
+                    word_conf[n_words_out + words] = np.rint(total / (end - begin) * 1e4) / 1e4
+                    at = 2 * (n_words_out + words)
+                    word_times[at] = np.rint(first * frame_seconds * 1e3) / 1e3
+                    word_times[at + 1] = np.rint(stop * frame_seconds * 1e3) / 1e3
                     words += 1
                 begin = end + 1
             scores[n_hyps], lengths[n_hyps], n_words[n_hyps] = final[order[rank]], length, words
@@ -294,6 +311,7 @@ def beam_search(
         out_frames[:n_tokens_out],
         out_probs[:n_tokens_out],
         word_ints[: 4 * n_words_out].reshape((n_words_out, 4)),
+        word_times[: 2 * n_words_out].reshape((n_words_out, 2)),
         word_conf[:n_words_out],
     )
 
@@ -450,12 +468,12 @@ def _search(
                             child_fixed += unk_score
                     if mode == MODE_WORD:
                         key = np.int64(lm_state) * n_units + max(word, 0)
-                        cached = lm_cache[_slot(key, LM_CACHE_SIZE - 1)]
-                        if cached.key != key:
+                        cached = lm_cache[_slot(key, len(lm_cache) - 1)]
+                        if cached.key != key + 1:
                             logp, next_state = _lm_score(
                                 table, n_units, states, unk_logp, lm_state, max(word, 0)
                             )
-                            cached.key, cached.logp, cached.next = key, logp, next_state
+                            cached.key, cached.logp, cached.next = key + 1, logp, next_state
                         lm_state = cached.next
                         child_fixed += lm_weight * cached.logp
                     child_fixed += word_score
