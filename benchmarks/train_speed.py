@@ -2,8 +2,8 @@
 
 Compares, on identical variable-length batches: recog's padded BiLSTM (backward direction reversed
 within each length) against torch's bidirectional LSTM over `pack_padded_sequence`; bf16 autocast
-against fp32; 3-frame stacking against none. Medians over repeated steps; the machine is noisy, so
-read the ratios. Usage: python benchmarks/train_speed.py [--steps 6] [--out runs/bench/train_speed.json]
+against fp32; 3-frame stacking against none and against 4; GRU cells against LSTM. Medians over
+repeated steps; the machine is noisy, so read the ratios. Usage: python benchmarks/train_speed.py [--steps 6] [--out runs/bench/train_speed.json]
 """
 
 from __future__ import annotations
@@ -82,15 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     batches = make_batches(args.steps + 2, args.batch_frames)
     results = {}
-    for name, builder, stack, bf16 in [
-        ("padded_stack3_bf16", CTCModel, 3, True),
-        ("packed_stack3_bf16", PackedModel, 3, True),
-        ("padded_stack3_fp32", CTCModel, 3, False),
-        ("packed_stack3_fp32", PackedModel, 3, False),
-        ("padded_stack1_bf16", CTCModel, 1, True),
+    for name, builder, stack, bf16, cell in [
+        ("padded_stack3_bf16", CTCModel, 3, True, "lstm"),
+        ("packed_stack3_bf16", PackedModel, 3, True, "lstm"),
+        ("padded_stack3_fp32", CTCModel, 3, False, "lstm"),
+        ("packed_stack3_fp32", PackedModel, 3, False, "lstm"),
+        ("padded_stack1_bf16", CTCModel, 1, True, "lstm"),
+        ("padded_stack4_bf16", CTCModel, 4, True, "lstm"),
+        ("padded_gru_stack3_bf16", CTCModel, 3, True, "gru"),
     ]:
         torch.manual_seed(0)
-        model = builder(ModelConfig(hidden=256, layers=3, dropout=0.0, stack=stack), 40, 29)
+        model = builder(ModelConfig(cell=cell, hidden=256, layers=3, dropout=0.0, stack=stack), 40, 29)
         results[name] = round(measure(model, batches, bf16))
         print(f"{name:22s} {results[name]:>8d} frames/s", flush=True)
     ratios = {
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         "padded_over_packed_fp32": results["padded_stack3_fp32"] / results["packed_stack3_fp32"],
         "bf16_over_fp32_padded": results["padded_stack3_bf16"] / results["padded_stack3_fp32"],
         "stack3_over_stack1_bf16": results["padded_stack3_bf16"] / results["padded_stack1_bf16"],
+        "stack4_over_stack3_bf16": results["padded_stack4_bf16"] / results["padded_stack3_bf16"],
+        "gru_over_lstm_bf16": results["padded_gru_stack3_bf16"] / results["padded_stack3_bf16"],
     }
     report = {
         "frames_per_s": results,

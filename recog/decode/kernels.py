@@ -30,9 +30,9 @@ FLOAT_COLUMNS = 3
 LM_ENTRY_DTYPE = np.dtype([("key", np.int64), ("logp", np.float32), ("next", np.int32)])
 LM_STATE_DTYPE = np.dtype([("backoff", np.float32), ("parent", np.int32)])
 LM_CACHE_DTYPE = np.dtype([("key", np.int64), ("next", np.int64), ("logp", np.float64)])
-# recent word LM lookups, direct-mapped (up to 96 KB; prefixes in a beam share histories), sized to the
-# beam: a call pays for zeroing it. A slot holds key + 1, so a zeroed slot is empty.
-LM_CACHE_MAX = 4096
+# recent word LM lookups, direct-mapped (96 KB; prefixes in a beam share histories, and a batch call keeps
+# it across utterances). A slot holds key + 1, so a zeroed slot is empty.
+LM_CACHE_SIZE = 4096
 TRIE_EDGE_DTYPE = np.dtype([("token", np.int32), ("child", np.int32), ("smear", np.float64)])
 _HASH = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(29)
@@ -157,15 +157,6 @@ def _heap_offer(heap, n, size, value):
 
 
 @njit(cache=True)
-def _lm_cache_size(beam):
-    """A power of two, 64 slots per beam entry, 512 to LM_CACHE_MAX."""
-    size = 512
-    while size < 64 * beam and size < LM_CACHE_MAX:
-        size *= 2
-    return size
-
-
-@njit(cache=True)
 def _grow(ints, floats, capacity):
     bigger_ints = np.empty((capacity, INT_COLUMNS), np.int32)
     bigger_floats = np.empty((capacity, FLOAT_COLUMNS), np.float64)
@@ -227,7 +218,7 @@ def beam_search(
         np.empty(vocab, np.int32),  # tokens
         np.empty(beam, np.float64),  # final
         np.empty(beam, np.float64),  # heap: the beam best candidate scores so far (a min-heap)
-        np.zeros(_lm_cache_size(beam), LM_CACHE_DTYPE),  # lm_cache
+        np.zeros(LM_CACHE_SIZE, LM_CACHE_DTYPE),  # lm_cache
     )
     space = scorer[12]
     counts = np.zeros(n_utterances, np.int32)
