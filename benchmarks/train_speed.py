@@ -3,7 +3,8 @@
 Compares, on identical variable-length batches: recog's padded BiLSTM (backward direction reversed
 within each length) against torch's bidirectional LSTM over `pack_padded_sequence`; bf16 autocast
 against fp32; 3-frame stacking against none and against 4; GRU cells against LSTM. Medians over
-repeated steps; the machine is noisy, so read the ratios. Usage: python benchmarks/train_speed.py [--steps 6] [--out runs/bench/train_speed.json]
+repeated steps; the machine is noisy, so read the ratios.
+Usage: python benchmarks/train_speed.py [--steps 6] [--out runs/bench/train_speed.json]
 """
 
 from __future__ import annotations
