@@ -334,6 +334,10 @@ class VoiceSplit:
         }
 
 
+# Relative share of train utterances per optional voice, by engine (a required voice's is ~1).
+OPTIONAL_VOICE_WEIGHTS = {"mbrola": 0.2, "festival": 0.7, "rhvoice": 1.4, "pico": 1.4}
+
+
 def default_voice_split(train_other_share: float = 0.6) -> VoiceSplit:
     """The corpus's voice split; raises VoiceError naming what to install if a voice is missing.
 
@@ -350,12 +354,13 @@ def default_voice_split(train_other_share: float = 0.6) -> VoiceSplit:
         Voice("kokoro", "blend"),  # neural (StyleTTS2-like), new speaker mix every utterance
     )
     # Kokoro makes ~1.9 s of audio per second of one core (espeak ~100): a smaller share keeps the
-    # corpus within its time budget. Each MBROLA speaker gets a fifth of a required voice's share; the
-    # other optional voices (festival, RHVoice, Pico) 0.7 each.
+    # corpus within its time budget. Each MBROLA speaker gets a fifth of a required voice's share, the
+    # optional festival voices 0.7 each, and the HMM voices (RHVoice, Pico: the kind `rms` is) 1.4 each,
+    # so training hears twice as many different utterances of them (corpus v7).
     weights = [1.0, 1.0, 1.0, 1.2, 0.55]
     check_available(list(test) + list(dev) + list(required) + [espeak_voice("en-us")])
     optional = installed_optional_voices()
-    weights += [0.2 if voice.engine == "mbrola" else 0.7 for voice in optional]
+    weights += [OPTIONAL_VOICE_WEIGHTS[voice.engine] for voice in optional]
     held_out = set(TEST_ESPEAK_VARIANTS) | set(DEV_ESPEAK_VARIANTS)
     variants = ("",) + tuple(v for v in usable_espeak_variants() if v not in held_out)
     accents = tuple(a for a in ESPEAK_ACCENTS if a in installed_espeak_accents())
