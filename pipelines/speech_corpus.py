@@ -41,7 +41,7 @@ from pipelines.voices import (
     synthesize,
 )
 
-GENERATOR_VERSION = 8  # bump when a change to text, voices or synthesis should invalidate cached corpora
+GENERATOR_VERSION = 7  # bump when a change to text, voices or synthesis should invalidate cached corpora
 SPLITS = ("train", "dev", "test")
 SAMPLES_PER_SHARD = 1000
 _SPLIT_SEED_TAG = {"train": 1, "dev": 2, "test": 3}
