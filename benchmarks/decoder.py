@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -300,27 +301,47 @@ def _lm_files(data: dict, folder: Path) -> tuple[str, str]:
 
 
 # -- measuring -------------------------------------------------------------------------------------
+# This machine is a shared VM whose speed swings between runs: every decoder is timed over up to
+# PASSES passes (fewer when one pass takes long: a pass of a slow peer is already long enough to
+# average the noise) and its median pass is what the JSON and the table report.
+PASSES = 3
+PASS_BUDGET_S = 20.0
+
+
+def _passes(one_pass) -> tuple[list, list[float], list[float]]:
+    """Run one_pass() until PASSES passes or PASS_BUDGET_S CPU seconds: (last hypotheses, cpu, wall)."""
+    cpus, walls = [], []
+    while len(cpus) < PASSES and sum(cpus) < PASS_BUDGET_S:
+        cpu, wall = time.process_time(), time.perf_counter()
+        hypotheses = one_pass()
+        cpus.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+    return hypotheses, cpus, walls
+
+
 def measure(decode, log_probs: list[np.ndarray], texts: list[str]) -> dict:
+    """One call per utterance: frames/s of the median pass, WER/CER."""
     decode(log_probs[0])  # warm-up: compilation, lazy tables
-    hypotheses = []
-    cpu, wall = time.process_time(), time.perf_counter()
-    for item in log_probs:
-        hypotheses.append(decode(item))
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return summary(hypotheses, log_probs, texts, cpu, wall)
+    hypotheses, cpus, walls = _passes(lambda: [decode(item) for item in log_probs])
+    return summary(hypotheses, log_probs, texts, cpus, walls)
 
 
 def summary(
-    hypotheses: list[str], log_probs: list[np.ndarray], texts: list[str], cpu: float, wall: float
+    hypotheses: list[str],
+    log_probs: list[np.ndarray],
+    texts: list[str],
+    cpus: list[float],
+    walls: list[float],
 ) -> dict:
-    """Frames per CPU and wall second, WER and CER of one decoder's run over the inputs."""
+    """Frames per CPU and wall second (median pass; every pass's CPU frames/s listed too), WER and CER."""
     rate = ErrorRate()
     for reference, hypothesis in zip(texts, hypotheses, strict=True):
         rate.add(reference, " ".join(hypothesis.split()))
     frames = sum(len(item) for item in log_probs)
     return {
-        "frames_per_s": round(frames / max(cpu, 1e-9)),
-        "wall_frames_per_s": round(frames / max(wall, 1e-9)),
+        "frames_per_s": round(frames / max(statistics.median(cpus), 1e-9)),
+        "wall_frames_per_s": round(frames / max(statistics.median(walls), 1e-9)),
+        "passes_frames_per_s": [round(frames / max(cpu, 1e-9)) for cpu in cpus],
         "wer": round(rate.wer, 4),
         "cer": round(rate.cer, 4),
     }
@@ -356,10 +377,8 @@ def tune_ours(data: dict, beams: list[int]) -> dict:
 def measure_batch(decode_batch, log_probs: list[np.ndarray], texts: list[str]) -> dict:
     """As `measure`, with all utterances handed over in one call."""
     decode_batch(log_probs[:2])  # warm-up
-    cpu, wall = time.process_time(), time.perf_counter()
-    hypotheses = decode_batch(log_probs)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return {**summary(hypotheses, log_probs, texts, cpu, wall), "cpu_seconds": cpu}
+    hypotheses, cpus, walls = _passes(lambda: decode_batch(log_probs))
+    return {**summary(hypotheses, log_probs, texts, cpus, walls), "cpu_seconds": statistics.median(cpus)}
 
 
 def available(module: str) -> bool:
