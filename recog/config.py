@@ -48,6 +48,10 @@ class AugmentConfig:
     tilt_db: float = 6.0  # random smooth spectral colouring (channel), +- dB
     lowpass_prob: float = 0.0  # band-limit like narrow-band (8 kHz) audio
     lowpass_hz: tuple[float, float] = (3400.0, 7000.0)
+    # over-smoothing like a statistical-parametric (HMM) voice's: the log-mel energies are blurred over
+    # time by a Gaussian of this many frames (sigma), for this share of the utterances
+    smooth_prob: float = 0.0
+    smooth_frames: tuple[float, float] = (0.7, 2.0)
     freq_masks: int = 2
     freq_mask_width: int = 8
     time_masks: int = 2

@@ -13,6 +13,7 @@ from recog.features.speech import (
     Perturbation,
     SpeechFeatures,
     add_reverb,
+    smooth_over_time,
     spec_augment,
     warp_frequencies,
 )
@@ -188,6 +189,49 @@ def test_drawn_perturbations_stay_in_the_configured_ranges():
     assert all(0.9 <= d.speed <= 1.1 and 0.95 <= d.warp <= 1.05 for d in draws)
     assert all(d.snr_db is None and d.rt60 is None and d.tilt is None for d in draws)
     assert len({round(d.speed, 6) for d in draws}) > 40
+
+
+def test_smoothing_blurs_trajectories_like_a_parametric_voice(speech):
+    features = SpeechFeatures(FeatureConfig(kind="logmel"))
+    plain = features(speech)
+    smooth = features.perturbed(speech, Perturbation(smooth_frames=1.5), np.random.default_rng(0))
+    assert smooth.shape == plain.shape
+
+    def jumps(frames: torch.Tensor) -> float:  # how far the bands move from one frame to the next
+        return float((frames[1:] - frames[:-1]).abs().mean())
+
+    assert jumps(smooth) < 0.6 * jumps(plain)
+    # a normalised kernel with repeated edges: a constant stays, a band's mean barely moves
+    constant = torch.full((50, 3), 7.0)
+    torch.testing.assert_close(smooth_over_time(constant, 2.0), constant)
+    torch.testing.assert_close(smooth.mean(0), plain.mean(0), atol=0.5, rtol=0.0)
+    # the blur of a single frame's impulse is the Gaussian itself
+    impulse = torch.zeros(41, 1)
+    impulse[20] = 1.0
+    blurred = smooth_over_time(impulse, 1.0)[:, 0]
+    expected = torch.exp(-0.5 * torch.arange(-3.0, 4.0) ** 2)
+    torch.testing.assert_close(blurred[17:24], expected / expected.sum())
+    assert blurred[:17].abs().max() == 0 and blurred[24:].abs().max() == 0
+
+
+def test_smoothing_draws_leave_the_other_draws_alone():
+    base = AugmentConfig(noise_prob=0.3, reverb_prob=0.3, lowpass_prob=0.2)
+    smoothing = AugmentConfig(noise_prob=0.3, reverb_prob=0.3, lowpass_prob=0.2, smooth_prob=0.5)
+    for seed in range(20):  # the smoothing draw comes last: everything before it is drawn as without it
+        off = Perturbation.draw(base, 257, np.random.default_rng(seed))
+        on = Perturbation.draw(smoothing, 257, np.random.default_rng(seed))
+        assert off.smooth_frames is None
+        assert (off.speed, off.warp, off.snr_db, off.rt60, off.lowpass_hz) == (
+            on.speed,
+            on.warp,
+            on.snr_db,
+            on.rt60,
+            on.lowpass_hz,
+        )
+    rng = np.random.default_rng(6)
+    draws = [Perturbation.draw(smoothing, 257, rng).smooth_frames for _ in range(400)]
+    used = [d for d in draws if d is not None]
+    assert 150 < len(used) < 250 and all(0.7 <= d <= 2.0 for d in used)
 
 
 def test_folded_filterbank_equals_perturbing_every_frame(speech):

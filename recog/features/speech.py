@@ -28,6 +28,7 @@ class Perturbation:
     rt60: float | None = None
     tilt: np.ndarray | None = None  # (n_fft // 2 + 1,) gain in dB
     lowpass_hz: float | None = None
+    smooth_frames: float | None = None  # Gaussian sigma of the log-mel energies' blur over time
 
     @classmethod
     def draw(cls, augment: AugmentConfig, n_bins: int, rng: np.random.Generator) -> Perturbation:
@@ -44,7 +45,12 @@ class Perturbation:
             )
             tilt = (augment.tilt_db / 3.0) * curve
         lowpass = rng.uniform(*augment.lowpass_hz) if rng.random() < augment.lowpass_prob else None
-        return cls(speed=speed, warp=warp, snr_db=snr, rt60=rt60, tilt=tilt, lowpass_hz=lowpass)
+        smooth = None
+        if augment.smooth_prob > 0 and rng.random() < augment.smooth_prob:  # off: the same draws as before
+            smooth = rng.uniform(*augment.smooth_frames)
+        return cls(
+            speed=speed, warp=warp, snr_db=snr, rt60=rt60, tilt=tilt, lowpass_hz=lowpass, smooth_frames=smooth
+        )
 
 
 class SpeechFeatures:
@@ -92,12 +98,17 @@ class SpeechFeatures:
         )
         return spectrum.abs().pow(2).T
 
-    def from_power(self, power: torch.Tensor, mel_fbank: torch.Tensor | None = None) -> torch.Tensor:
+    def from_power(
+        self, power: torch.Tensor, mel_fbank: torch.Tensor | None = None, smooth_frames: float | None = None
+    ) -> torch.Tensor:
         """(frames, bins) power -> (frames, feat) MFCC or log-mel, plus deltas if configured.
 
-        `mel_fbank` replaces the plain (bins, mels) filterbank, e.g. one with a perturbation folded in."""
+        `mel_fbank` replaces the plain (bins, mels) filterbank, e.g. one with a perturbation folded in;
+        `smooth_frames` blurs the log-mel energies over time (a Gaussian of that sigma, in frames)."""
         mel = power @ (self.mel_fbank if mel_fbank is None else mel_fbank)
         frames = 10.0 * torch.log10(mel.clamp_min(1e-10))
+        if smooth_frames:
+            frames = smooth_over_time(frames, smooth_frames)
         if self.dct is not None:
             frames = frames @ self.dct
         if self.config.deltas:
@@ -121,7 +132,9 @@ class SpeechFeatures:
         if perturbation.snr_db is not None:
             samples = add_noise(samples, perturbation.snr_db, rng)
         hop = max(1, round(self.config.hop_length * perturbation.speed))
-        return self.from_power(self.power_spectrum(samples, hop), self.perturbed_fbank(perturbation))
+        return self.from_power(
+            self.power_spectrum(samples, hop), self.perturbed_fbank(perturbation), perturbation.smooth_frames
+        )
 
     def perturbed_fbank(self, perturbation: Perturbation) -> torch.Tensor:
         """The mel filterbank with the perturbation's frequency warp, spectral tilt and low-pass folded in.
@@ -139,6 +152,20 @@ class SpeechFeatures:
         return warp_matrix(self.n_bins, perturbation.speed * perturbation.warp) @ (
             gain.unsqueeze(1) * self.mel_fbank
         )
+
+
+def smooth_over_time(frames: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(frames, feat) convolved along time with a normalised Gaussian of `sigma` frames, edges repeated.
+
+    Statistical-parametric voices (HMM/clustergen: flite's rms, RHVoice, Pico) generate smooth parameter
+    trajectories: the lag-1 autocorrelation of their cepstra is 0.76-0.80 here against 0.46-0.61 for
+    espeak, diphone and MBROLA voices, and a blur of sigma 1-2 frames gives those voices the same."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=frames.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+    padded = torch.nn.functional.pad(frames.T.unsqueeze(1), (radius, radius), mode="replicate")
+    return torch.nn.functional.conv1d(padded, kernel).squeeze(1).T
 
 
 def warp_matrix(n_bins: int, factor: float) -> torch.Tensor:
