@@ -8,7 +8,8 @@ lexicon. Pruning and LM weights were chosen on the dev set (see OURS, FLASHLIGHT
 CPU second of this process (robust to other load on the machine; every decoder here is single
 threaded); WER is against the reference texts. Results: runs/bench/decoder.json and a table.
 
-    python benchmarks/decoder.py [--beams 10,25,100] [--quick] [--model runs/speech/best.pt] [--tune]
+    python benchmarks/decoder.py [--beams 10,25,100] [--quick] [--model runs/speech/best.pt]
+                                 [--tune [recog|flashlight]] [--tune-lm both|lm|none]
 """
 
 from __future__ import annotations
@@ -227,7 +228,9 @@ def ours(beam: int, data: dict, with_lm: bool, options: dict | None = None, batc
     return lambda log_probs: decoder(log_probs)[0].text
 
 
-def flashlight(beam: int, data: dict, with_lm: bool, folder: Path, batch: bool = False):
+def flashlight(
+    beam: int, data: dict, with_lm: bool, folder: Path, batch: bool = False, options: dict | None = None
+):
     import torch
     from torchaudio.models.decoder import ctc_decoder
 
@@ -247,7 +250,7 @@ def flashlight(beam: int, data: dict, with_lm: bool, folder: Path, batch: bool =
         sil_score=0.0,
         blank_token="-",
         sil_token="|",
-        **FLASHLIGHT.get((beam, with_lm), FLASHLIGHT_OTHER),
+        **(options or FLASHLIGHT.get((beam, with_lm), FLASHLIGHT_OTHER)),
     )
 
     def text(best) -> str:
@@ -306,12 +309,13 @@ def _lm_files(data: dict, folder: Path) -> tuple[str, str]:
 # average the noise) and its median pass is what the JSON and the table report.
 PASSES = 3
 PASS_BUDGET_S = 20.0
+TUNE_BUDGET_S = 6.0  # per grid point of `--tune`
 
 
-def _passes(one_pass) -> tuple[list, list[float], list[float]]:
-    """Run one_pass() until PASSES passes or PASS_BUDGET_S CPU seconds: (last hypotheses, cpu, wall)."""
+def _passes(one_pass, budget: float = PASS_BUDGET_S) -> tuple[list, list[float], list[float]]:
+    """Run one_pass() until PASSES passes or `budget` CPU seconds: (last hypotheses, cpu, wall)."""
     cpus, walls = [], []
-    while len(cpus) < PASSES and sum(cpus) < PASS_BUDGET_S:
+    while len(cpus) < PASSES and sum(cpus) < budget:
         cpu, wall = time.process_time(), time.perf_counter()
         hypotheses = one_pass()
         cpus.append(time.process_time() - cpu)
@@ -347,37 +351,52 @@ def summary(
     }
 
 
-def tune_ours(data: dict, beams: list[int]) -> dict:
-    """recog's pruning by the rule in OURS' comment, on the dev set: per beam width and LM setting (as
-    flashlight's), the fastest grid point whose WER is within 0.002 of the best at that beam."""
-    grid = [
-        {"token_min_logp": t, "blank_skip_threshold": b, "beam_prune": p}
-        for t in (-8.0, -6.0, -5.0)
-        for b in (0.999, 0.99, 0.95)
-        for p in (20.0, 10.0, 7.0)
-    ]
+# the grids `--tune` searches (recog's: each knob one step tighter than the picks of run 8's tuning too)
+OURS_GRID = [
+    {"token_min_logp": t, "blank_skip_threshold": b, "beam_prune": p}
+    for t in (-8.0, -6.0, -5.0, -4.0)
+    for b in (0.999, 0.99, 0.95, 0.9)
+    for p in (20.0, 10.0, 7.0, 5.0)
+]
+FLASHLIGHT_GRID = [
+    {"beam_size_token": k, "beam_threshold": th}
+    for k in (1, 2, 3, 5, 8, 29)
+    for th in (6.0, 10.0, 15.0, 20.0, 30.0)
+]
+
+
+def tune(data: dict, beams: list[int], which: str, lm_settings: tuple[bool, ...]) -> dict:
+    """A decoder's pruning (`which`: recog or flashlight) by the rule in OURS' comment, on the dev set:
+    per beam width and LM setting, the fastest grid point whose WER is within 0.002 of the best there."""
+    grid = OURS_GRID if which == "recog" else FLASHLIGHT_GRID
     chosen = {}
-    for with_lm in (False, True):
-        for beam in beams:
-            rows = []
-            for options in grid:
-                decode = ours(beam, data, with_lm, options, batch=True)
-                result = measure_batch(decode, data["log_probs"], data["texts"])
-                rows.append({**options, "wer": result["wer"], "seconds": result["cpu_seconds"]})
-                print(f"tune beam {beam} LM={with_lm} {options} WER {result['wer']:.4f} "
-                      f"{result['cpu_seconds']:.3f} s", flush=True)  # fmt: skip
-            best = min(row["wer"] for row in rows)
-            pick = min((r for r in rows if r["wer"] <= best + 0.002), key=lambda r: r["seconds"])
-            chosen[(beam, with_lm)] = {key: pick[key] for key in grid[0]}
-            print(f"chosen for beam {beam} LM={with_lm}: {chosen[(beam, with_lm)]} "
-                  f"(dev WER {pick['wer']:.4f}, best {best:.4f})", flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        for with_lm in lm_settings:
+            for beam in beams:
+                rows = []
+                for options in grid:
+                    if which == "recog":
+                        decode = ours(beam, data, with_lm, options, batch=True)
+                    else:
+                        decode = flashlight(beam, data, with_lm, Path(folder), batch=True, options=options)
+                    result = measure_batch(decode, data["log_probs"], data["texts"], budget=TUNE_BUDGET_S)
+                    rows.append({**options, "wer": result["wer"], "seconds": result["cpu_seconds"]})
+                    print(f"tune {which} beam {beam} LM={with_lm} {options} WER {result['wer']:.4f} "
+                          f"{result['cpu_seconds']:.3f} s", flush=True)  # fmt: skip
+                best = min(row["wer"] for row in rows)
+                pick = min((r for r in rows if r["wer"] <= best + 0.002), key=lambda r: r["seconds"])
+                chosen[(beam, with_lm)] = {key: pick[key] for key in grid[0]}
+                print(f"chosen for {which} beam {beam} LM={with_lm}: {chosen[(beam, with_lm)]} "
+                      f"(dev WER {pick['wer']:.4f}, best {best:.4f}, {pick['seconds']:.3f} s)", flush=True)  # fmt: skip
     return chosen
 
 
-def measure_batch(decode_batch, log_probs: list[np.ndarray], texts: list[str]) -> dict:
+def measure_batch(
+    decode_batch, log_probs: list[np.ndarray], texts: list[str], budget: float = PASS_BUDGET_S
+) -> dict:
     """As `measure`, with all utterances handed over in one call."""
     decode_batch(log_probs[:2])  # warm-up
-    hypotheses, cpus, walls = _passes(lambda: decode_batch(log_probs))
+    hypotheses, cpus, walls = _passes(lambda: decode_batch(log_probs), budget)
     return {**summary(hypotheses, log_probs, texts, cpus, walls), "cpu_seconds": statistics.median(cpus)}
 
 
@@ -399,7 +418,16 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=REPO / "runs/speech/best.pt")
     parser.add_argument("--test", type=Path, default=REPO / "data/speech/default/test.jsonl")
     parser.add_argument("--out", type=Path, default=REPO / "runs/bench/decoder.json")
-    parser.add_argument("--tune", action="store_true", help="choose recog's pruning (OURS) on the dev set")
+    parser.add_argument(
+        "--tune",
+        nargs="?",
+        const="both",
+        choices=("both", "recog", "flashlight"),
+        help="choose the pruning of recog (OURS) and/or flashlight (FLASHLIGHT) on the dev set",
+    )
+    parser.add_argument(
+        "--tune-lm", default="both", choices=("both", "lm", "none"), help="LM settings to tune"
+    )
     parser.add_argument("--dev", type=Path, default=REPO / "data/speech/default/dev.jsonl")
     args = parser.parse_args()
     beams = [int(b) for b in args.beams.split(",")]
@@ -407,11 +435,12 @@ def main() -> int:
         dev = speech(args.model, args.dev, REPO / "runs/bench/speech-dev-logprobs.npz", args.speech_limit)
         if dev is None:
             return 1
-        print(
-            json.dumps(
-                {f"beam {b}, {'LM' if lm else 'no LM'}": v for (b, lm), v in tune_ours(dev, beams).items()}
-            )
-        )
+        lm_settings = {"both": (False, True), "lm": (True,), "none": (False,)}[args.tune_lm]
+        picks = {}
+        for which in ("recog", "flashlight") if args.tune == "both" else (args.tune,):
+            chosen = tune(dev, beams, which, lm_settings)
+            picks[which] = {f"beam {b}, {'LM' if lm else 'no LM'}": v for (b, lm), v in chosen.items()}
+        print(json.dumps(picks))
         return 0
     if args.quick:
         args.utterances, args.speech_limit, beams = 5, 5, [b for b in beams if b <= 25]
