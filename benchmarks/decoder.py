@@ -40,15 +40,17 @@ VOCAB = Vocab.speech()
 # flashlight: per (beam, LM), the fastest of beam_size_token 1/2/3/5/8/29 x beam_threshold 6/10/15/20/30
 # whose WER on the speech dev set is within 0.002 of the best of them (without an LM every setting
 # gives the greedy WER, so the fastest is beam_size_token 1). pyctcdecode: not re-tuned this round.
-# recog: the same rule, per (beam, LM) as flashlight, over beam_prune 20/10/7, token_min_logp -8/-6/-5,
-# blank_skip 0.999/0.99/0.95 (`--tune` reruns this grid on the dev dump and prints the picks below).
-OURS = {  # per (beam, LM): `--tune` on speech run 8's dev set, 2026-11-27 09:10 UTC
+# recog: the same rule, per (beam, LM) as flashlight, over beam_prune 20/10/7/5, token_min_logp -8/-6/-5/-4,
+# blank_skip 0.999/0.99/0.95/0.9 (`--tune` reruns both grids on the dev dump and prints the picks below;
+# the no-LM picks come from the earlier, smaller grid without the last step of each knob).
+OURS = {  # per (beam, LM): `--tune` on speech run 8's dev set (no LM, 2026-11-27 09:10 UTC) and run 17's (LM,
+    # 2026-11-27 16:10 UTC, `--tune --tune-lm lm`, runs/decoder-tune-s12.log)
     (10, False): {"token_min_logp": -5.0, "blank_skip_threshold": 0.95, "beam_prune": 7.0},
     (25, False): {"token_min_logp": -5.0, "blank_skip_threshold": 0.99, "beam_prune": 7.0},
     (100, False): {"token_min_logp": -5.0, "blank_skip_threshold": 0.999, "beam_prune": 7.0},
-    (10, True): {"token_min_logp": -8.0, "blank_skip_threshold": 0.95, "beam_prune": 10.0},
-    (25, True): {"token_min_logp": -8.0, "blank_skip_threshold": 0.95, "beam_prune": 10.0},
-    (100, True): {"token_min_logp": -6.0, "blank_skip_threshold": 0.95, "beam_prune": 10.0},
+    (10, True): {"token_min_logp": -4.0, "blank_skip_threshold": 0.95, "beam_prune": 20.0},
+    (25, True): {"token_min_logp": -6.0, "blank_skip_threshold": 0.99, "beam_prune": 20.0},
+    (100, True): {"token_min_logp": -8.0, "blank_skip_threshold": 0.9, "beam_prune": 10.0},
     # other beam widths: the settings chosen before per-beam tuning (one per LM setting)
     False: {"token_min_logp": -6.0, "blank_skip_threshold": 0.999, "beam_prune": 10.0},
     True: {"token_min_logp": -8.0, "blank_skip_threshold": 0.999, "beam_prune": 10.0},
@@ -60,13 +62,13 @@ def ours_pruning(beam: int, with_lm: bool) -> dict:
 
 
 PYCTC = {"token_min_logp": -8.0, "beam_prune_logp": -10.0}
-FLASHLIGHT = {
+FLASHLIGHT = {  # no LM: every setting gives the greedy WER; with the LM: `--tune` as OURS (run 17's dev set)
     (10, False): {"beam_size_token": 1, "beam_threshold": 20.0},
     (25, False): {"beam_size_token": 1, "beam_threshold": 20.0},
     (100, False): {"beam_size_token": 1, "beam_threshold": 10.0},
-    (10, True): {"beam_size_token": 5, "beam_threshold": 30.0},
-    (25, True): {"beam_size_token": 5, "beam_threshold": 20.0},
-    (100, True): {"beam_size_token": 29, "beam_threshold": 10.0},
+    (10, True): {"beam_size_token": 8, "beam_threshold": 15.0},
+    (25, True): {"beam_size_token": 5, "beam_threshold": 30.0},
+    (100, True): {"beam_size_token": 5, "beam_threshold": 15.0},
 }
 FLASHLIGHT_OTHER = {"beam_size_token": 8, "beam_threshold": 20.0}  # beams not tuned above
 FAST_CTC = {"beam_cut_threshold": 1e-4}
