@@ -120,6 +120,7 @@ class TrainConfig:
     final_lr_ratio: float = 0.05
     max_epochs: int = 10
     max_minutes: float = 0.0  # 0 = no time budget; otherwise the schedule and stop follow the clock too
+    max_steps: int = 0  # 0 = no step budget; otherwise the schedule ends and training stops at this step
     clip_norm: float = 5.0
     # Exponential moving average of the weights (0: off). Dev evaluation, best.pt and the report use the
     # average; last.pt keeps the raw weights too, so a resumed run goes on exactly.

@@ -158,6 +158,8 @@ class Trainer:
         self.state = TrainState()
         self.epoch_position = 0  # batches trained in the current epoch
         self.total_steps = len(self.sampler) * config.train.max_epochs
+        if config.train.max_steps > 0:
+            self.total_steps = min(self.total_steps, config.train.max_steps)
         self.use_cuda_amp = self.device.type == "cuda"
         self.use_cpu_bf16 = self.device.type == "cpu" and config.train.bf16 and cpu_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_cuda_amp)
@@ -322,8 +324,11 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def out_of_time(self) -> bool:
-        budget = self.config.train.max_minutes
-        return budget > 0 and self.state.elapsed >= 60.0 * budget
+        """The clock's budget or the step budget spent."""
+        budget, steps = self.config.train.max_minutes, self.config.train.max_steps
+        return (budget > 0 and self.state.elapsed >= 60.0 * budget) or (
+            steps > 0 and self.state.step >= steps
+        )
 
     def fit(self) -> None:
         config = self.config.train
@@ -388,7 +393,9 @@ class Trainer:
             self.epoch_position = 0
             if not config.eval_every:
                 stop = self.evaluate_dev()
-        if self.out_of_time():
+        if config.max_steps > 0 and self.state.step >= config.max_steps:
+            self.log(f"step budget of {config.max_steps} steps reached")
+        elif self.out_of_time():
             self.log(f"time budget of {config.max_minutes} min reached at step {self.state.step}")
         if self.state.last_eval_step != self.state.step and not self.state.finished:
             self.evaluate_dev()

@@ -4,6 +4,7 @@ evaluate, transcribe, config errors, and a two-process (gloo) torchrun."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -226,6 +227,18 @@ def test_transcribe_writes_one_json_line_per_input_and_survives_a_bad_file(train
     failed = run_recog("transcribe", "--model", model, str(bad), check=False)
     assert failed.returncode != 0
     assert json.loads(failed.stdout)["error"]
+
+
+def test_a_step_budget_ends_the_schedule_and_the_run_at_that_step(tiny_corpus, tmp_path):
+    out = tmp_path / "steps"
+    extra = ("train.max_epochs=50", "train.max_steps=4", "train.warmup_steps=1", "train.max_minutes=0")
+    result = run_recog("train", TINY, "--out", str(out), *overrides(tiny_corpus, *extra), timeout=600)
+    assert "step budget of 4 steps reached" in result.stdout + result.stderr
+    steps = [entry for entry in read_metrics(out / "metrics.jsonl") if entry["kind"] == "train"]
+    assert [entry["step"] for entry in steps] == [1, 2, 3, 4]
+    # cosine over 4 steps, not over 50 epochs: the 4th step ran at progress 3/4
+    ratio = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.75))
+    assert steps[-1]["lr"] == pytest.approx(0.003 * ratio, rel=1e-3)
 
 
 def test_unknown_config_key_fails_at_once_naming_the_key(tmp_path):
