@@ -3,12 +3,22 @@ linear -> log-probs. The optional convolutional front end (`model.conv_channels`
 
 The backward direction runs on sequences reversed within their own length, so padded batches give
 exactly the outputs of packed sequences without the cost of `pack_padded_sequence` on the CPU.
+
+On the CPU the two directions of a layer run at the same time, each on half of torch's threads (both
+in the forward pass and in backpropagation): a recurrence is a chain of small matrix products that two
+threads speed up by only ~1.5x, so two chains side by side on one thread each finish sooner. Dropout
+masks on the CPU come from random bytes instead of `bernoulli_`, which cost ~8% of a training step.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 from torch import nn
+from torch.nn import functional
 
 from recog.config import ModelConfig
 
@@ -22,6 +32,113 @@ def reverse_within_length(sequences: torch.Tensor, lengths: torch.Tensor) -> tor
     index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (batch, time)
     index = index.view(*index.shape, *([1] * (sequences.dim() - 2))).expand_as(sequences)
     return sequences.gather(1, index)
+
+
+class Dropout(nn.Module):
+    """Inverted dropout, element-wise and independent like `nn.Dropout`. On the CPU the keep mask is
+    drawn as random bytes (8 per 64-bit draw), which is ~5x cheaper than `bernoulli_`; the drop
+    probability is then rounded to a multiple of 1/256 (0.15 -> 38/256 = 0.148) and the kept values
+    are scaled by the exact inverse of the keep probability, so expectations are unchanged."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"model.dropout: expected a probability in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return inputs
+        if inputs.device.type != "cpu":
+            return functional.dropout(inputs, self.p, training=True)
+        drop = round(self.p * 256)
+        if drop == 0:
+            return inputs
+        count = inputs.numel()
+        words = torch.empty((count + 7) // 8, dtype=torch.int64).random_(-(2**63), None)
+        keep = words.view(torch.uint8)[:count].view(inputs.shape) >= drop
+        return inputs * keep * (256.0 / (256 - drop))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+# -- the two directions of a layer side by side on the CPU --------------------------------------------
+CONCURRENT_DIRECTIONS = os.environ.get("RECOG_CONCURRENT_DIRECTIONS", "1") != "0"
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _direction_pool() -> ThreadPoolExecutor:
+    """Two threads for the two directions; a forked child (transcription workers) makes its own."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="recog-rnn"))
+    return _pool[1]
+
+
+def concurrent_directions(inputs: torch.Tensor) -> bool:
+    """Whether a layer on `inputs` runs its directions concurrently: CPU tensors, at least 2 torch
+    threads, not under DDP (whose gradient hooks expect backpropagation on the calling thread)."""
+    return (
+        CONCURRENT_DIRECTIONS
+        and inputs.device.type == "cpu"
+        and torch.get_num_threads() >= 2
+        and not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    )
+
+
+def _run_pair(first: Callable, second: Callable, grad: bool) -> tuple:
+    """Run two calls on the pool, each on half of the caller's torch threads, under the caller's
+    autocast state and the given grad mode (all three are per thread in torch)."""
+    threads = torch.get_num_threads()
+    autocast, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    inference = torch.is_inference_mode_enabled()
+
+    def wrap(call: Callable) -> Callable:
+        def run():
+            torch.set_num_threads(max(1, threads // 2))
+            with (
+                torch.inference_mode(inference),
+                torch.set_grad_enabled(grad),
+                torch.autocast("cpu", dtype=dtype, enabled=autocast),
+            ):
+                return call()
+
+        return run
+
+    pool = _direction_pool()
+    futures = [pool.submit(wrap(first)), pool.submit(wrap(second))]
+    try:
+        return tuple(future.result() for future in futures)
+    finally:
+        torch.set_num_threads(threads)  # the MKL setting is process-wide; the caller's count again
+
+
+class _ConcurrentDirections(torch.autograd.Function):
+    """Both directions of a bidirectional layer as one autograd node whose forward and backward run
+    the two recurrences on two threads. The parameters' gradients are accumulated into `.grad` by the
+    inner backward passes (as in reentrant checkpointing), so the node is for `loss.backward()`."""
+
+    @staticmethod
+    def forward(ctx, forward_rnn: nn.Module, backward_rnn: nn.Module, inputs, reversed_inputs, *params):
+        leaves = [x.detach().requires_grad_(x.requires_grad) for x in (inputs, reversed_inputs)]
+        outputs = _run_pair(lambda: forward_rnn(leaves[0])[0], lambda: backward_rnn(leaves[1])[0], grad=True)
+        ctx.leaves, ctx.outputs, ctx.num_params = leaves, outputs, len(params)
+        return tuple(output.detach() for output in outputs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        outputs, leaves = ctx.outputs, ctx.leaves
+        ctx.outputs = ctx.leaves = None
+        grads = [
+            torch.zeros_like(o) if g is None else g.to(o.dtype) for o, g in zip(outputs, grads, strict=True)
+        ]
+        _run_pair(
+            lambda: torch.autograd.backward(outputs[0], grads[0]),
+            lambda: torch.autograd.backward(outputs[1], grads[1]),
+            grad=False,
+        )
+        return (None, None, leaves[0].grad, leaves[1].grad) + (None,) * ctx.num_params
 
 
 def stack_frames(
@@ -109,8 +226,21 @@ class BidirectionalLayer(nn.Module):
         self.backward_rnn = CELLS[cell](input_size, hidden, batch_first=True)
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        forward_out, _ = self.forward_rnn(inputs)
-        backward_out, _ = self.backward_rnn(reverse_within_length(inputs, lengths))
+        reversed_inputs = reverse_within_length(inputs, lengths)
+        if not concurrent_directions(inputs):
+            forward_out, _ = self.forward_rnn(inputs)
+            backward_out, _ = self.backward_rnn(reversed_inputs)
+        elif torch.is_grad_enabled() and (
+            inputs.requires_grad or self.forward_rnn.weight_hh_l0.requires_grad
+        ):
+            params = [*self.forward_rnn.parameters(), *self.backward_rnn.parameters()]
+            forward_out, backward_out = _ConcurrentDirections.apply(
+                self.forward_rnn, self.backward_rnn, inputs, reversed_inputs, *params
+            )
+        else:
+            forward_out, backward_out = _run_pair(
+                lambda: self.forward_rnn(inputs)[0], lambda: self.backward_rnn(reversed_inputs)[0], grad=False
+            )
         return torch.cat([forward_out, reverse_within_length(backward_out, lengths)], dim=-1)
 
 
@@ -133,7 +263,7 @@ class CTCModel(nn.Module):
             )
             for i in range(config.layers)
         )
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(2 * config.hidden, vocab_size)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
