@@ -180,3 +180,96 @@ def test_ctc_model_overfits_five_real_utterances_to_zero_cer(speak):
                 break
     assert hypotheses == OVERFIT_TEXTS, f"after {step} steps (loss {float(loss):.3f} from {first_loss:.3f})"
     assert loss.item() < 0.2 * first_loss
+
+
+def _outputs_and_gradients(model: CTCModel, frames, lengths, bf16: bool):
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        log_probs, _ = model(frames, lengths)
+    weights = torch.arange(log_probs.shape[-1], dtype=torch.float32)
+    (log_probs.float().exp() * weights).sum().backward()
+    return log_probs.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_concurrent_directions_equal_the_sequential_layer(monkeypatch, cell, bf16):
+    """Both directions on two threads give the outputs and every parameter gradient of the plain
+    sequential layer, in training (autograd through the threads) and under no_grad."""
+    import recog.model as model_module
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = CTCModel(ModelConfig(cell=cell, hidden=16, layers=3, dropout=0.0, stack=3), 6, 9)
+    frames, lengths = padded_batch([60, 45, 31, 12], 6)
+    assert model_module.concurrent_directions(frames)
+    results = {}
+    for concurrent in (False, True):
+        monkeypatch.setattr(model_module, "CONCURRENT_DIRECTIONS", concurrent)
+        outputs, grads = _outputs_and_gradients(model, frames, lengths, bf16)
+        with torch.no_grad():
+            inference, _ = model(frames, lengths)
+        results[concurrent] = outputs, grads, inference
+    (seq_out, seq_grads, seq_inf), (con_out, con_grads, con_inf) = results[False], results[True]
+    assert seq_grads[0].abs().sum() > 0 and all(g.abs().sum() > 0 for g in con_grads)
+    torch.testing.assert_close(con_out, seq_out, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(con_inf, seq_inf, atol=1e-5, rtol=1e-4)
+    for concurrent_grad, sequential_grad in zip(con_grads, seq_grads, strict=True):
+        # bf16 products summed in another order (one thread instead of two) round differently
+        scale = float(sequential_grad.abs().max()) * (1e-2 if bf16 else 1e-5)
+        torch.testing.assert_close(concurrent_grad, sequential_grad, atol=scale, rtol=1e-2 if bf16 else 1e-4)
+    assert torch.get_num_threads() == 2  # the caller's thread count is restored
+
+
+def test_concurrent_directions_pass_gradients_to_the_inputs():
+    torch.set_num_threads(2)
+    torch.manual_seed(1)
+    layer = BidirectionalLayer("lstm", 4, 5)
+    frames, lengths = padded_batch([7, 5], 4)
+    frames = frames.clamp(-3, 3).requires_grad_()
+    valid = (torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)  # (batch, time, 1)
+    (layer(frames, lengths) * valid).pow(2).sum().backward()
+    concurrent_grad = frames.grad.clone()
+    frames.grad = None
+    forward_out, _ = layer.forward_rnn(frames)
+    backward_out, _ = layer.backward_rnn(reverse_within_length(frames, lengths))
+    outputs = torch.cat([forward_out, reverse_within_length(backward_out, lengths)], dim=-1)
+    (outputs * valid).pow(2).sum().backward()
+    torch.testing.assert_close(concurrent_grad, frames.grad)
+    assert frames.grad[1, 5:].abs().sum() == 0  # padding gets no gradient
+
+
+def test_direction_pool_is_made_again_in_a_forked_child(monkeypatch):
+    """A forked child (transcription workers) inherits the pool object but not its threads: reusing it
+    would hang, so the pool is keyed by process id."""
+    import recog.model as model_module
+
+    parent_pool = model_module._direction_pool()
+    assert model_module._direction_pool() is parent_pool
+    monkeypatch.setattr(model_module.os, "getpid", lambda: -1)
+    child_pool = model_module._direction_pool()
+    assert child_pool is not parent_pool
+    assert child_pool.submit(lambda: 7).result(timeout=10) == 7
+
+
+def test_dropout_drops_at_its_rate_keeps_the_expectation_and_is_off_in_eval():
+    from recog.model import Dropout
+
+    torch.manual_seed(0)
+    dropout = Dropout(0.15).train()
+    ones = torch.ones(400, 1000, requires_grad=True)
+    out = dropout(ones)
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - 38 / 256) < 0.003  # 0.15 rounded to 38/256
+    assert abs(out.mean().item() - 1.0) < 0.005
+    assert torch.unique(out).tolist() == pytest.approx([0.0, 256 / 218])
+    out.sum().backward()
+    assert torch.equal(ones.grad, out.detach())  # gradient: the same mask and scale
+    columns = (out == 0).float().mean(dim=0)  # independent per element, not one mask per row
+    assert columns.std() > 0.005
+    bf16 = dropout(torch.ones(1000, 100, dtype=torch.bfloat16))
+    assert bf16.dtype == torch.bfloat16 and abs((bf16 == 0).float().mean().item() - 0.148) < 0.01
+    assert torch.equal(dropout.eval()(ones), ones)
+    assert torch.equal(Dropout(0.0).train()(ones), ones)
+    with pytest.raises(ValueError, match="model.dropout"):
+        Dropout(1.0)
