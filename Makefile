@@ -32,7 +32,7 @@ lint: setup
 	$(VENV)/bin/ruff check recog pipelines tests benchmarks
 	$(VENV)/bin/ruff format --check recog pipelines tests benchmarks
 
-## Encoder training-step throughput (padded vs packed LSTM, bf16 vs fp32, frame stacking): runs/bench/train_speed.json
+## Encoder training-step throughput (padded vs packed LSTM, concurrent directions, dropout masks, bf16 vs fp32, frame stacking): runs/bench/train_speed.json
 bench-train: setup
 	$(PY) benchmarks/train_speed.py
 

@@ -1,10 +1,12 @@
 """Training-step throughput of the encoder variants (frames of 10 ms audio per second), as JSON.
 
 Compares, on identical variable-length batches: recog's padded BiLSTM (backward direction reversed
-within each length) against torch's bidirectional LSTM over `pack_padded_sequence`; bf16 autocast
-against fp32; 3-frame stacking against none and against 4; GRU cells against LSTM. Medians over
-repeated steps; the machine is noisy, so read the ratios.
-Usage: python benchmarks/train_speed.py [--steps 6] [--out runs/bench/train_speed.json]
+within each length) against torch's bidirectional LSTM over `pack_padded_sequence`; the two directions
+of each layer run concurrently (recog's default on the CPU) against one after the other; recog's
+byte-mask dropout against `nn.Dropout`; bf16 autocast against fp32; 3-frame stacking against none and
+against 4; GRU cells against LSTM. Every variant trains on each batch in turn (rotating the order), so
+a change in the machine's speed hits all of them alike; a ratio is the median of per-batch ratios.
+Usage: python benchmarks/train_speed.py [--steps 8] [--out runs/bench/train_speed.json]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+import recog.model
 from recog.config import ModelConfig
 from recog.model import CTCModel, stack_frames
 
@@ -58,21 +61,29 @@ def make_batches(
     return batches
 
 
-def measure(model: nn.Module, batches, bf16: bool) -> float:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ctc = nn.CTCLoss(zero_infinity=True)
-    rates = []
-    for index, (frames, lengths, labels, label_lengths) in enumerate(batches):
+class Variant:
+    def __init__(self, name: str, builder, stack: int, bf16: bool, cell: str = "lstm", **options):
+        torch.manual_seed(0)
+        dropout = options.get("dropout", 0.0)
+        config = ModelConfig(cell=cell, hidden=256, layers=3, dropout=dropout, stack=stack)
+        self.name, self.bf16 = name, bf16
+        self.model = builder(config, 40, 29).train()
+        if options.get("torch_dropout"):
+            self.model.dropout = nn.Dropout(dropout)
+        self.concurrent = options.get("concurrent", True)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.rates: list[float] = []
+
+    def step(self, frames, lengths, labels, label_lengths, ctc: nn.CTCLoss) -> float:
+        recog.model.CONCURRENT_DIRECTIONS = self.concurrent
         started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            log_probs, out_lengths = model(frames, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            log_probs, out_lengths = self.model(frames, lengths)
         loss = ctc(log_probs.float().transpose(0, 1), labels, out_lengths, label_lengths)
-        optimizer.zero_grad()
+        self.optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
-        if index >= 2:  # the first steps pay for kernel selection
-            rates.append(float(lengths.sum()) / (time.perf_counter() - started))
-    return statistics.median(rates)
+        self.optimizer.step()
+        return float(lengths.sum()) / (time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,31 +93,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/bench/train_speed.json")
     args = parser.parse_args(argv)
     batches = make_batches(args.steps + 2, args.batch_frames)
-    results = {}
-    for name, builder, stack, bf16, cell in [
-        ("padded_stack3_bf16", CTCModel, 3, True, "lstm"),
-        ("packed_stack3_bf16", PackedModel, 3, True, "lstm"),
-        ("padded_stack3_fp32", CTCModel, 3, False, "lstm"),
-        ("packed_stack3_fp32", PackedModel, 3, False, "lstm"),
-        ("padded_stack1_bf16", CTCModel, 1, True, "lstm"),
-        ("padded_stack4_bf16", CTCModel, 4, True, "lstm"),
-        ("padded_gru_stack3_bf16", CTCModel, 3, True, "gru"),
-    ]:
-        torch.manual_seed(0)
-        model = builder(ModelConfig(cell=cell, hidden=256, layers=3, dropout=0.0, stack=stack), 40, 29)
-        results[name] = round(measure(model, batches, bf16))
-        print(f"{name:22s} {results[name]:>8d} frames/s", flush=True)
-    ratios = {
-        "padded_over_packed_bf16": results["padded_stack3_bf16"] / results["packed_stack3_bf16"],
-        "padded_over_packed_fp32": results["padded_stack3_fp32"] / results["packed_stack3_fp32"],
-        "bf16_over_fp32_padded": results["padded_stack3_bf16"] / results["padded_stack3_fp32"],
-        "stack3_over_stack1_bf16": results["padded_stack3_bf16"] / results["padded_stack1_bf16"],
-        "stack4_over_stack3_bf16": results["padded_stack4_bf16"] / results["padded_stack3_bf16"],
-        "gru_over_lstm_bf16": results["padded_gru_stack3_bf16"] / results["padded_stack3_bf16"],
-    }
+    variants = [
+        Variant("padded_stack3_bf16", CTCModel, 3, True),
+        Variant("padded_sequential_stack3_bf16", CTCModel, 3, True, concurrent=False),
+        Variant("packed_stack3_bf16", PackedModel, 3, True),
+        Variant("padded_stack3_fp32", CTCModel, 3, False),
+        Variant("packed_stack3_fp32", PackedModel, 3, False),
+        Variant("padded_stack1_bf16", CTCModel, 1, True),
+        Variant("padded_stack4_bf16", CTCModel, 4, True),
+        Variant("padded_gru_stack3_bf16", CTCModel, 3, True, cell="gru"),
+        Variant("padded_dropout_stack3_bf16", CTCModel, 3, True, dropout=0.15),
+        Variant("padded_torch_dropout_stack3_bf16", CTCModel, 3, True, dropout=0.15, torch_dropout=True),
+    ]
+    ctc = nn.CTCLoss(zero_infinity=True)
+    for index, batch in enumerate(batches):
+        shift = index % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            rate = variant.step(*batch, ctc)
+            if index >= 2:  # the first steps pay for kernel selection
+                variant.rates.append(rate)
+        print(f"batch {index + 1}/{len(batches)}", flush=True)
+    recog.model.CONCURRENT_DIRECTIONS = True
+    rates = {variant.name: variant.rates for variant in variants}
+    results = {name: round(statistics.median(values)) for name, values in rates.items()}
+    for name, value in results.items():
+        print(f"{name:34s} {value:>8d} frames/s")
+
+    def ratio(a: str, b: str) -> float:
+        return round(statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True)), 2)
+
     report = {
         "frames_per_s": results,
-        "ratios": {k: round(v, 2) for k, v in ratios.items()},
+        "ratios": {
+            "concurrent_over_sequential_directions_bf16": ratio(
+                "padded_stack3_bf16", "padded_sequential_stack3_bf16"
+            ),
+            "byte_mask_over_torch_dropout_bf16": ratio(
+                "padded_dropout_stack3_bf16", "padded_torch_dropout_stack3_bf16"
+            ),
+            "padded_over_packed_bf16": ratio("padded_stack3_bf16", "packed_stack3_bf16"),
+            "padded_over_packed_fp32": ratio("padded_stack3_fp32", "packed_stack3_fp32"),
+            "bf16_over_fp32_padded": ratio("padded_stack3_bf16", "padded_stack3_fp32"),
+            "stack3_over_stack1_bf16": ratio("padded_stack3_bf16", "padded_stack1_bf16"),
+            "stack4_over_stack3_bf16": ratio("padded_stack4_bf16", "padded_stack3_bf16"),
+            "gru_over_lstm_bf16": ratio("padded_gru_stack3_bf16", "padded_stack3_bf16"),
+        },
+        "steps": args.steps,
+        "batch_frames": args.batch_frames,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

@@ -265,3 +265,26 @@ def test_reverb_is_the_linear_convolution_with_the_room_response():
     direct = np.convolve(samples.numpy().astype(np.float64), response.astype(np.float64))[: samples.shape[0]]
     direct = direct * (samples.abs().max().item() / np.abs(direct).max())
     np.testing.assert_allclose(wet.numpy(), direct, atol=1e-3)
+
+
+def test_pink_noise_is_a_leaky_integral_of_white_noise_and_not_clipped():
+    """The pink-ish noise is white noise through 1 / (1 - 0.95 z^-1): its low band carries most of the
+    power and nothing is clipped (torchaudio's lfilter clamps to [-1, 1] by default)."""
+    from recog.features.speech import add_noise
+
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        probe = np.random.default_rng(seed)
+        probe.standard_normal(32000)
+        if probe.random() < 0.5:
+            break
+    else:
+        raise AssertionError("no seed drew the pink branch")
+    loud = torch.full((32000,), 0.5)
+    noise = add_noise(loud, 0.0, rng) - loud  # 0 dB: noise power equals the signal's 0.25
+    assert abs(float(noise.pow(2).mean()) - 0.25) < 1e-3
+    spectrum = torch.fft.rfft(noise).abs().pow(2)
+    low, high = spectrum[: len(spectrum) // 8].mean(), spectrum[len(spectrum) // 2 :].mean()
+    assert low > 20 * high  # white noise would give about 1
+    peak = float(noise.abs().max())
+    assert (noise.abs() > 0.999 * peak).sum() <= 2  # no flat, clipped stretches

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 from scipy.fft import next_fast_len
+from scipy.signal import lfilter
 
 from recog.config import AugmentConfig, FeatureConfig
 
@@ -199,11 +200,10 @@ def warp_frequencies(power: torch.Tensor, factor: float) -> torch.Tensor:
 
 def add_noise(samples: torch.Tensor, snr_db: float, rng: np.random.Generator) -> torch.Tensor:
     """Add white or pink-ish noise at a given signal-to-noise ratio."""
-    noise = torch.from_numpy(rng.standard_normal(samples.shape[0]).astype(np.float32))
-    if rng.random() < 0.5:  # pink-ish: integrate white noise lightly
-        noise = AF.lfilter(noise.unsqueeze(0), torch.tensor([1.0, -0.95]), torch.tensor([1.0, 0.0])).squeeze(
-            0
-        )
+    noise = rng.standard_normal(samples.shape[0])
+    if rng.random() < 0.5:  # pink-ish: integrate white noise lightly (a leaky integrator, not clipped)
+        noise = lfilter([1.0], [1.0, -0.95], noise)
+    noise = torch.from_numpy(noise.astype(np.float32))
     signal_power = samples.pow(2).mean().clamp_min(1e-10)
     noise_power = noise.pow(2).mean().clamp_min(1e-10)
     scale = torch.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
