@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         Variant("padded_torch_dropout_stack3_bf16", CTCModel, 3, True, dropout=0.15, torch_dropout=True),
     ]
     ctc = nn.CTCLoss(zero_infinity=True)
+    setting = recog.model.CONCURRENT_DIRECTIONS
     for index, batch in enumerate(batches):
         shift = index % len(variants)
         for variant in variants[shift:] + variants[:shift]:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             if index >= 2:  # the first steps pay for kernel selection
                 variant.rates.append(rate)
         print(f"batch {index + 1}/{len(batches)}", flush=True)
-    recog.model.CONCURRENT_DIRECTIONS = True
+    recog.model.CONCURRENT_DIRECTIONS = setting
     rates = {variant.name: variant.rates for variant in variants}
     results = {name: round(statistics.median(values)) for name, values in rates.items()}
     for name, value in results.items():

@@ -203,13 +203,19 @@ def test_concurrent_directions_equal_the_sequential_layer(monkeypatch, cell, bf1
     model = CTCModel(ModelConfig(cell=cell, hidden=16, layers=3, dropout=0.0, stack=3), 6, 9)
     frames, lengths = padded_batch([60, 45, 31, 12], 6)
     assert model_module.concurrent_directions(frames)
+    pairs = []
+    run_pair = model_module._run_pair
+    monkeypatch.setattr(model_module, "_run_pair", lambda *a, **k: pairs.append(1) or run_pair(*a, **k))
     results = {}
     for concurrent in (False, True):
         monkeypatch.setattr(model_module, "CONCURRENT_DIRECTIONS", concurrent)
+        pairs.clear()
         outputs, grads = _outputs_and_gradients(model, frames, lengths, bf16)
         with torch.no_grad():
             inference, _ = model(frames, lengths)
         results[concurrent] = outputs, grads, inference
+        # 3 layers: forward and backward pass in training, forward under no_grad
+        assert len(pairs) == (9 if concurrent else 0)
     (seq_out, seq_grads, seq_inf), (con_out, con_grads, con_inf) = results[False], results[True]
     assert seq_grads[0].abs().sum() > 0 and all(g.abs().sum() > 0 for g in con_grads)
     torch.testing.assert_close(con_out, seq_out, atol=1e-5, rtol=1e-4)
