@@ -97,7 +97,7 @@ class SpeechFeatures:
             pad_mode="constant",
             return_complex=True,
         )
-        return spectrum.abs().pow(2).T
+        return (spectrum.real.square() + spectrum.imag.square()).T  # |X|^2 without abs's square root
 
     def from_power(
         self, power: torch.Tensor, mel_fbank: torch.Tensor | None = None, smooth_frames: float | None = None
@@ -150,9 +150,7 @@ class SpeechFeatures:
             cutoff = int(perturbation.lowpass_hz / self.config.sample_rate * self.config.n_fft)
             gain[cutoff:] *= 1e-4  # -40 dB above the cut-off
         # warped[:, j] = sum_i power[:, i] * W[i, j]; then gain per output bin j; then the filterbank
-        return warp_matrix(self.n_bins, perturbation.speed * perturbation.warp) @ (
-            gain.unsqueeze(1) * self.mel_fbank
-        )
+        return warp_rows(gain.unsqueeze(1) * self.mel_fbank, perturbation.speed * perturbation.warp)
 
 
 def smooth_over_time(frames: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -169,20 +167,21 @@ def smooth_over_time(frames: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.nn.functional.conv1d(padded, kernel).squeeze(1).T
 
 
-def warp_matrix(n_bins: int, factor: float) -> torch.Tensor:
-    """(bins, bins) matrix W with `power @ W == warp_frequencies(power, factor)`."""
+def warp_rows(matrix: torch.Tensor, factor: float) -> torch.Tensor:
+    """`W @ matrix` for a (bins, k) matrix, where `power @ W == warp_frequencies(power, factor)`, without
+    building the (bins, bins) W: each output bin's interpolation weights go onto its two source rows."""
+    n_bins = matrix.shape[0]
     if abs(factor - 1.0) < 1e-6:
-        return torch.eye(n_bins)
+        return matrix
     source = torch.arange(n_bins, dtype=torch.float32) / factor
     low = source.floor().long().clamp(max=n_bins - 1)
     high = (low + 1).clamp(max=n_bins - 1)
-    weight = (source - low.float()).clamp(0, 1)
-    inside = (source <= n_bins - 1).float()
-    matrix = torch.zeros(n_bins, n_bins)
-    columns = torch.arange(n_bins)
-    matrix.index_put_((low, columns), (1 - weight) * inside, accumulate=True)
-    matrix.index_put_((high, columns), weight * inside, accumulate=True)
-    return matrix
+    weight = ((source - low.float()).clamp(0, 1)).unsqueeze(1)
+    inside = (source <= n_bins - 1).float().unsqueeze(1)
+    warped = torch.zeros_like(matrix)
+    warped.index_add_(0, low, (1 - weight) * inside * matrix)
+    warped.index_add_(0, high, weight * inside * matrix)
+    return warped
 
 
 def warp_frequencies(power: torch.Tensor, factor: float) -> torch.Tensor:
