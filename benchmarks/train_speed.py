@@ -3,8 +3,9 @@
 Compares, on identical variable-length batches: recog's padded BiLSTM (backward direction reversed
 within each length) against torch's bidirectional LSTM over `pack_padded_sequence`; the two directions
 of each layer run concurrently (recog's default on the CPU) against one after the other; recog's
-byte-mask dropout against `nn.Dropout`; bf16 autocast against fp32; 3-frame stacking against none and
-against 4; GRU cells against LSTM. Every variant trains on each batch in turn (rotating the order), so
+byte-mask dropout against `nn.Dropout`; the reversal within each length by whole-row `index_select`
+against `gather`; the fused AdamW step against the per-tensor loop; bf16 autocast against fp32; 3-frame
+stacking against none and against 4; GRU cells against LSTM. Every variant trains on each batch in turn (rotating the order), so
 a change in the machine's speed hits all of them alike; a ratio is the median of per-batch ratios.
 Usage: python benchmarks/train_speed.py [--steps 8] [--out runs/bench/train_speed.json]
 """
@@ -23,7 +24,15 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import recog.model
 from recog.config import ModelConfig
-from recog.model import CTCModel, stack_frames
+from recog.model import CTCModel, reverse_within_length, stack_frames
+
+
+def gather_reversal(sequences: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The reference reversal within each length: an element-wise `gather` (backward: `scatter_add`)."""
+    steps = torch.arange(sequences.shape[1]).unsqueeze(0)
+    lengths = lengths.unsqueeze(1)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    return sequences.gather(1, index.view(*index.shape, *([1] * (sequences.dim() - 2))).expand_as(sequences))
 
 
 class PackedModel(nn.Module):
@@ -71,11 +80,14 @@ class Variant:
         if options.get("torch_dropout"):
             self.model.dropout = nn.Dropout(dropout)
         self.concurrent = options.get("concurrent", True)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.reversal = gather_reversal if options.get("gather_reversal") else reverse_within_length
+        fused = options.get("fused_adamw", True)  # recog's trainer uses the fused step
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=fused)
         self.rates: list[float] = []
 
     def step(self, frames, lengths, labels, label_lengths, ctc: nn.CTCLoss) -> float:
         recog.model.CONCURRENT_DIRECTIONS = self.concurrent
+        recog.model.reverse_within_length = self.reversal
         started = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             log_probs, out_lengths = self.model(frames, lengths)
@@ -104,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         Variant("padded_gru_stack3_bf16", CTCModel, 3, True, cell="gru"),
         Variant("padded_dropout_stack3_bf16", CTCModel, 3, True, dropout=0.15),
         Variant("padded_torch_dropout_stack3_bf16", CTCModel, 3, True, dropout=0.15, torch_dropout=True),
+        Variant("padded_gather_reversal_stack3_bf16", CTCModel, 3, True, gather_reversal=True),
+        Variant("padded_loop_adamw_stack3_bf16", CTCModel, 3, True, fused_adamw=False),
     ]
     ctc = nn.CTCLoss(zero_infinity=True)
     setting = recog.model.CONCURRENT_DIRECTIONS
@@ -115,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 variant.rates.append(rate)
         print(f"batch {index + 1}/{len(batches)}", flush=True)
     recog.model.CONCURRENT_DIRECTIONS = setting
+    recog.model.reverse_within_length = reverse_within_length
     rates = {variant.name: variant.rates for variant in variants}
     results = {name: round(statistics.median(values)) for name, values in rates.items()}
     for name, value in results.items():
@@ -132,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             "byte_mask_over_torch_dropout_bf16": ratio(
                 "padded_dropout_stack3_bf16", "padded_torch_dropout_stack3_bf16"
             ),
+            "row_reversal_over_gather_bf16": ratio(
+                "padded_stack3_bf16", "padded_gather_reversal_stack3_bf16"
+            ),
+            "fused_over_loop_adamw_bf16": ratio("padded_stack3_bf16", "padded_loop_adamw_stack3_bf16"),
             "padded_over_packed_bf16": ratio("padded_stack3_bf16", "packed_stack3_bf16"),
             "padded_over_packed_fp32": ratio("padded_stack3_fp32", "packed_stack3_fp32"),
             "bf16_over_fp32_padded": ratio("padded_stack3_bf16", "padded_stack3_fp32"),
