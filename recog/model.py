@@ -293,6 +293,8 @@ class CTCModel(nn.Module):
         if self.front is not None:
             frames = self.front(frames, lengths)  # (batch, time, channels * feat')
         hidden, lengths = stack_frames(frames, lengths, self.config.stack)  # (batch, time', feat * stack)
+        if hidden.shape[1] == 0:  # every input shorter than one output frame: no steps for the RNNs
+            return hidden.new_zeros(hidden.shape[0], 0, self.vocab_size).float(), lengths
         for index, layer in enumerate(self.layers):
             hidden = layer(self.dropout(hidden) if index else hidden, lengths)
         logits = self.head(self.dropout(hidden))  # (batch, time', vocab)

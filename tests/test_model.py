@@ -109,6 +109,20 @@ def test_model_output_shapes_and_lengths(cell):
     assert model.layers[1].forward_rnn.input_size == 2 * 8
 
 
+def test_inputs_shorter_than_one_output_frame_give_empty_outputs():
+    """A batch of only such inputs (a lone tiny file in transcription) has no steps for the RNNs."""
+    model = CTCModel(ModelConfig(hidden=8, layers=2, stack=3), input_dim=6, vocab_size=29).eval()
+    frames, lengths = padded_batch([2, 1], 6)
+    with torch.no_grad():
+        log_probs, out_lengths = model(frames, lengths)
+    assert log_probs.shape == (2, 0, 29) and log_probs.dtype == torch.float32
+    assert out_lengths.tolist() == [0, 0]
+    frames, lengths = padded_batch([2, 9], 6)  # beside a longer input: padded, as before
+    with torch.no_grad():
+        log_probs, out_lengths = model(frames, lengths)
+    assert log_probs.shape == (2, 3, 29) and out_lengths.tolist() == [0, 3]
+
+
 def test_unknown_cell_is_refused():
     with pytest.raises(ValueError, match=r"model.cell.*'transformer'"):
         CTCModel(ModelConfig(cell="transformer", hidden=4, layers=1), input_dim=3, vocab_size=5)
