@@ -27,6 +27,8 @@ train-handwriting-offline: setup
 
 test: setup
 	$(PY) -m pytest tests
+	@echo "== the model's fp32 path as on a CPU without bf16 (oneDNN capped at AVX2) =="
+	ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest tests/test_model.py tests/test_benchmarks.py
 
 lint: setup
 	$(VENV)/bin/ruff check recog pipelines tests benchmarks

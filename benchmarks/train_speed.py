@@ -4,7 +4,8 @@ Compares, on identical variable-length batches: recog's padded BiLSTM (backward 
 within each length) against torch's bidirectional LSTM over `pack_padded_sequence`; the two directions
 of each layer run concurrently (recog's default on the CPU) against one after the other; recog's
 byte-mask dropout against `nn.Dropout`; the reversal within each length by whole-row `index_select`
-against `gather`; the fused AdamW step against the per-tensor loop; bf16 autocast against fp32; 3-frame
+against `gather`; the fused AdamW step against the per-tensor loop; bf16 autocast against fp32 (where the CPU has bf16; elsewhere every comparison runs in fp32 and bf16
+is reported as not supported); 3-frame
 stacking against none and against 4; GRU cells against LSTM. Every variant trains on each batch in turn (rotating the order), so
 a change in the machine's speed hits all of them alike; a ratio is the median of per-batch ratios.
 Usage: python benchmarks/train_speed.py [--steps 8] [--out runs/bench/train_speed.json]
@@ -25,6 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import recog.model
 from recog.config import ModelConfig
 from recog.model import CTCModel, reverse_within_length, stack_frames
+from recog.precision import cpu_bf16_supported
 
 
 def gather_reversal(sequences: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -105,20 +107,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/bench/train_speed.json")
     args = parser.parse_args(argv)
     batches = make_batches(args.steps + 2, args.batch_frames)
+    # The comparisons run in the precision training uses here: bf16 where the CPU has bf16 recurrent
+    # kernels, else fp32 (bf16 is then reported as not supported instead of failing inside oneDNN).
+    bf16 = cpu_bf16_supported()
+    work = "bf16" if bf16 else "fp32"
     variants = [
-        Variant("padded_stack3_bf16", CTCModel, 3, True),
-        Variant("padded_sequential_stack3_bf16", CTCModel, 3, True, concurrent=False),
-        Variant("packed_stack3_bf16", PackedModel, 3, True),
-        Variant("padded_stack3_fp32", CTCModel, 3, False),
-        Variant("packed_stack3_fp32", PackedModel, 3, False),
-        Variant("padded_stack1_bf16", CTCModel, 1, True),
-        Variant("padded_stack4_bf16", CTCModel, 4, True),
-        Variant("padded_gru_stack3_bf16", CTCModel, 3, True, cell="gru"),
-        Variant("padded_dropout_stack3_bf16", CTCModel, 3, True, dropout=0.15),
-        Variant("padded_torch_dropout_stack3_bf16", CTCModel, 3, True, dropout=0.15, torch_dropout=True),
-        Variant("padded_gather_reversal_stack3_bf16", CTCModel, 3, True, gather_reversal=True),
-        Variant("padded_loop_adamw_stack3_bf16", CTCModel, 3, True, fused_adamw=False),
+        Variant(f"padded_stack3_{work}", CTCModel, 3, bf16),
+        Variant(f"padded_sequential_stack3_{work}", CTCModel, 3, bf16, concurrent=False),
+        Variant(f"packed_stack3_{work}", PackedModel, 3, bf16),
+        Variant(f"padded_stack1_{work}", CTCModel, 1, bf16),
+        Variant(f"padded_stack4_{work}", CTCModel, 4, bf16),
+        Variant(f"padded_gru_stack3_{work}", CTCModel, 3, bf16, cell="gru"),
+        Variant(f"padded_dropout_stack3_{work}", CTCModel, 3, bf16, dropout=0.15),
+        Variant(f"padded_torch_dropout_stack3_{work}", CTCModel, 3, bf16, dropout=0.15, torch_dropout=True),
+        Variant(f"padded_gather_reversal_stack3_{work}", CTCModel, 3, bf16, gather_reversal=True),
+        Variant(f"padded_loop_adamw_stack3_{work}", CTCModel, 3, bf16, fused_adamw=False),
     ]
+    if bf16:  # the precision pair: fp32 against the bf16 default
+        variants += [
+            Variant("padded_stack3_fp32", CTCModel, 3, False),
+            Variant("packed_stack3_fp32", PackedModel, 3, False),
+        ]
     ctc = nn.CTCLoss(zero_infinity=True)
     setting = recog.model.CONCURRENT_DIRECTIONS
     for index, batch in enumerate(batches):
@@ -135,28 +144,33 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in results.items():
         print(f"{name:34s} {value:>8d} frames/s")
 
-    def ratio(a: str, b: str) -> float:
+    def ratio(a: str, b: str) -> float | None:
+        if a not in rates or b not in rates:
+            return None
         return round(statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True)), 2)
 
+    base = f"padded_stack3_{work}"
     report = {
         "frames_per_s": results,
+        "precision": work,
+        "not_supported": {}
+        if bf16
+        else {
+            "bf16": "not supported on this CPU (no oneDNN bf16 recurrent kernels: needs AVX512-BF16 or AMX)"
+        },
         "ratios": {
-            "concurrent_over_sequential_directions_bf16": ratio(
-                "padded_stack3_bf16", "padded_sequential_stack3_bf16"
+            f"concurrent_over_sequential_directions_{work}": ratio(base, f"padded_sequential_stack3_{work}"),
+            f"byte_mask_over_torch_dropout_{work}": ratio(
+                f"padded_dropout_stack3_{work}", f"padded_torch_dropout_stack3_{work}"
             ),
-            "byte_mask_over_torch_dropout_bf16": ratio(
-                "padded_dropout_stack3_bf16", "padded_torch_dropout_stack3_bf16"
-            ),
-            "row_reversal_over_gather_bf16": ratio(
-                "padded_stack3_bf16", "padded_gather_reversal_stack3_bf16"
-            ),
-            "fused_over_loop_adamw_bf16": ratio("padded_stack3_bf16", "padded_loop_adamw_stack3_bf16"),
-            "padded_over_packed_bf16": ratio("padded_stack3_bf16", "packed_stack3_bf16"),
+            f"row_reversal_over_gather_{work}": ratio(base, f"padded_gather_reversal_stack3_{work}"),
+            f"fused_over_loop_adamw_{work}": ratio(base, f"padded_loop_adamw_stack3_{work}"),
+            f"padded_over_packed_{work}": ratio(base, f"packed_stack3_{work}"),
             "padded_over_packed_fp32": ratio("padded_stack3_fp32", "packed_stack3_fp32"),
             "bf16_over_fp32_padded": ratio("padded_stack3_bf16", "padded_stack3_fp32"),
-            "stack3_over_stack1_bf16": ratio("padded_stack3_bf16", "padded_stack1_bf16"),
-            "stack4_over_stack3_bf16": ratio("padded_stack4_bf16", "padded_stack3_bf16"),
-            "gru_over_lstm_bf16": ratio("padded_gru_stack3_bf16", "padded_stack3_bf16"),
+            f"stack3_over_stack1_{work}": ratio(base, f"padded_stack1_{work}"),
+            f"stack4_over_stack3_{work}": ratio(f"padded_stack4_{work}", base),
+            f"gru_over_lstm_{work}": ratio(f"padded_gru_stack3_{work}", base),
         },
         "steps": args.steps,
         "batch_frames": args.batch_frames,

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from recog.transcribe import resolve_precision
+    from recog.precision import resolve_precision
 
     precision = resolve_precision("auto", "cpu")
     headline = ["--beam", "--precision", "auto", "--device", "cpu"]

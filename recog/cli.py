@@ -12,6 +12,7 @@ from recog.checkpoint import CheckpointError
 from recog.config import ConfigError, DecodeConfig
 from recog.datasets.manifest import ManifestError
 from recog.datasets.sets import CorpusError
+from recog.precision import PRECISIONS, PrecisionError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -281,9 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transcribe.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16", "auto"],
+        choices=PRECISIONS,
         default="fp32",
-        help="model arithmetic; auto: bf16 where the hardware has it (about 2x faster, same WER)",
+        help="model arithmetic; auto: bf16 where the hardware has it (about 2x faster, same WER), else "
+        "fp32; a forced bf16 or fp16 the device lacks is refused before any work (fp16: CUDA only)",
     )
     transcribe.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
     transcribe.add_argument(
@@ -323,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--batch-size", type=int, default=16, help="files per batch")
     read.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     read.add_argument(
-        "--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="model arithmetic"
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="model arithmetic; auto: bf16 where the hardware has it, else fp32 (fp16: CUDA only)",
     )
     read.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
     read.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
@@ -376,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         args.paths = [*args.leading_paths, *args.paths]
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, ManifestError, AudioError, CorpusError) as error:
+    except (ConfigError, CheckpointError, ManifestError, AudioError, CorpusError, PrecisionError) as error:
         print(f"recog: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -128,7 +128,7 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = once per epoch
     checkpoint_every: int = 200
     patience: int = 6  # evaluations without dev CER improvement before stopping
-    bf16: bool = True  # bf16 autocast on CPUs that support it; AMP fp16 on CUDA
+    bf16: bool = True  # bf16 autocast on CPUs with AVX512-BF16/AMX, fp32 on others (logged); AMP fp16 on CUDA
     threads: int = 0  # torch threads; 0 = all cores
     log_every: int = 20
     sortagrad: bool = True  # first epoch shortest-first

@@ -34,7 +34,8 @@ from recog.features.image import column_sources
 from recog.features.strokes import input_point_indices
 from recog.image import IMAGE_EXTENSIONS, ImageError, read_image
 from recog.ink import INK_EXTENSIONS, InkError, read_ink
-from recog.transcribe import Ledger, merge, resolve_precision
+from recog.precision import resolve_precision
+from recog.transcribe import Ledger, merge
 from recog.transcribe.batches import batch_loader, file_progress
 
 SUFFIXES = {"ink": INK_EXTENSIONS, "image": IMAGE_EXTENSIONS}
@@ -50,7 +51,7 @@ class ReadError(Exception):
 class ReadOptions:
     output: str | None = None  # the JSONL file, also the record that makes a rerun resume
     decoder: str = "greedy"  # greedy | beam
-    precision: str = "fp32"  # fp32 | bf16 | auto
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA) | auto
     batch_size: int = 16  # files per batch
     workers: int | None = None  # worker processes; None: one per core, 0: all in this process
     retry_failed: bool = False  # on resume, try again the files whose line has an error
@@ -313,11 +314,11 @@ def plan(files: list[str], todo: list[int], batch_size: int) -> list[list[int]]:
 def run(recognizer, paths: list[str], options: ReadOptions) -> ReadSummary:
     """Read everything in `paths` that the output does not have yet; see the module docstring."""
     started = time.perf_counter()
+    options = dataclasses.replace(options, precision=resolve_precision(options.precision, recognizer.device))
     if recognizer.task not in SUFFIXES:
         raise ReadError(f"this is a {recognizer.task} model: `recog read` needs an ink or image model")
     if options.decoder not in ("greedy", "beam"):
         raise ReadError(f"unknown decoder {options.decoder!r}: expected greedy or beam")
-    options = dataclasses.replace(options, precision=resolve_precision(options.precision, recognizer.device))
     files = collect_files(paths, recognizer.task)
     if not files:
         raise ReadError(f"no {' '.join(SUFFIXES[recognizer.task])} files in {' '.join(paths)}")

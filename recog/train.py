@@ -25,6 +25,7 @@ from recog.datasets.speech import SpeechDataset, worker_init
 from recog.decode.beam import prepare_language_model
 from recog.distributed import Context, init_distributed, shutdown
 from recog.model import CTCModel
+from recog.precision import training_autocast_bf16
 from recog.recognizer import Recognizer, features_for
 from recog.report import format_examples, format_table, plot_curves
 from recog.vocab import Vocab
@@ -98,11 +99,6 @@ def learning_rate(config: TrainConfig, state: TrainState, total_steps: int) -> f
     return config.lr * warmup * decay
 
 
-def cpu_bf16_supported() -> bool:
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check and check())
-
-
 def model_payload(model: nn.Module, config: Config, vocab: Vocab, features, cmvn, lm: dict | None) -> dict:
     """Everything inference needs, as tensors and plain data."""
     return {
@@ -166,7 +162,7 @@ class Trainer:
         if config.train.max_steps > 0:
             self.total_steps = min(self.total_steps, config.train.max_steps)
         self.use_cuda_amp = self.device.type == "cuda"
-        self.use_cpu_bf16 = self.device.type == "cpu" and config.train.bf16 and cpu_bf16_supported()
+        self.use_cpu_bf16 = training_autocast_bf16(self.device, config.train.bf16)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_cuda_amp)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -515,10 +511,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> dict | N
         if context.main:
             trainer.language_model = language_model_assets(trainer, out_dir)
             (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+            cpu_fallback = context.device.type == "cpu" and config.train.bf16 and not trainer.use_cpu_bf16
             trainer.log(
                 f"{len(trainer.train_set)} training {'utterances' if config.task == 'speech' else 'lines'}, {len(trainer.sampler)} batches per epoch, "
                 f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f}M parameters, "
                 f"device {context.device}{', bf16 autocast' if trainer.use_cpu_bf16 else ''}"
+                f"{', fp32 (train.bf16: no bf16 kernels on this CPU)' if cpu_fallback else ''}"
                 f"{', AMP' if trainer.use_cuda_amp else ''}, {context.world_size} process(es)"
             )
         trainer.fit()

@@ -13,6 +13,7 @@ from recog.decode.greedy import GreedyDecoder
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.metrics import cer
 from recog.model import CELLS, BidirectionalLayer, CTCModel, reverse_within_length, stack_frames
+from recog.precision import cpu_bf16_supported
 from recog.vocab import Vocab
 
 
@@ -229,7 +230,18 @@ def _outputs_and_gradients(model: CTCModel, frames, lengths, bf16: bool):
     return log_probs.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize(
+    "bf16",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(
+                not cpu_bf16_supported(), reason="this CPU has no oneDNN bf16 recurrent kernels"
+            ),
+        ),
+    ],
+)
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_concurrent_directions_equal_the_sequential_layer(monkeypatch, cell, bf16):
     """Both directions on two threads give the outputs and every parameter gradient of the plain

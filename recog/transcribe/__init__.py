@@ -12,8 +12,9 @@ inputs: what to transcribe; batches: planning and the worker side; ledger: the o
 engine: the run.
 """
 
+from recog.precision import resolve_precision
 from recog.transcribe.batches import BatchReader, Piece, Plan, Result, plan
-from recog.transcribe.engine import default_device, resolve_precision, run
+from recog.transcribe.engine import default_device, run
 from recog.transcribe.inputs import Source, attach_references, collect_sources, normalise
 from recog.transcribe.ledger import Ledger, iter_records, merge, read_records, write_atomic, write_outputs
 from recog.transcribe.options import FORMATS, Options, Summary, TranscribeError

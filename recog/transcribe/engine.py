@@ -16,6 +16,7 @@ import torch
 from recog.audio import AudioError, probe_audio
 from recog.decode.transcript import FileTranscript, stitch
 from recog.metrics import ErrorRate
+from recog.precision import resolve_precision
 from recog.transcribe.batches import (
     BatchReader,
     Result,
@@ -34,16 +35,6 @@ from recog.transcribe.inputs import (
 )
 from recog.transcribe.ledger import Ledger, iter_records, merge, part_path, write_outputs
 from recog.transcribe.options import FORMATS, Options, Summary, TranscribeError
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """auto: bf16 where the hardware does it natively (CPUs with AVX512-BF16/AMX, most GPUs), else fp32."""
-    if precision != "auto":
-        return precision
-    if torch.device(device).type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return "bf16" if native or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() else "fp32"
 
 
 def default_device() -> str:
