@@ -1,14 +1,7 @@
 """The compiled inner loops of `recog.decode.ctc`: n-gram lookup and CTC prefix beam search (numba).
 
-A whole batch of utterances is searched in one compiled call. A beam entry is a prefix (a node of a prefix
-tree that also holds what depends only on the prefix: its LM state, its place in the lexicon trie and
-the hotword automaton, its LM/lexicon/hotword score) and two acoustic log-probs (paths ending in
-blank, and in the prefix's last token). Per frame, every entry stays (blank or its last token again)
-and extends by the tokens that survive pruning; an extension becomes a node only once it makes the
-beam. An entry whose parent prefix is in the beam too always receives the parent's paths by its last
-token (pruning never drops that merge); a small (entry, token) table keeps such children from being
-proposed again as new prefixes. Tables are unpacked once per call: array temporaries inside the loop
-would cost atomic reference counting (once half the run time)."""
+One compiled call searches a whole batch; beam entries are prefix-tree nodes carrying LM, lexicon and
+hotword state. Design, pruning and data layout: docs/decoding.md."""
 
 from __future__ import annotations
 
