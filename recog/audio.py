@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 from contextlib import contextmanager
@@ -12,6 +13,16 @@ from typing import NamedTuple
 import numpy as np
 import soundfile
 import soxr
+
+MAX_AUDIO_SECONDS = 24 * 3600.0
+"""Longest recording `probe_audio` accepts: `recog transcribe` cuts recordings into pieces and reads
+them one by one (`read_region`), so hours are fine; past a day the header is more likely a lie (a
+tiny FLAC can declare a thousand hours)."""
+MAX_READ_SECONDS = 3600.0
+"""Most audio one read may load into memory: all of a file (`read_audio`: training samples, short
+files in transcription) or one piece (`read_region`). An hour of 16 kHz audio is 230 MB of float32;
+checked from the header before anything is decoded, so the resampled result is bounded too."""
+_BLOCK = 1 << 18  # frames decoded at a time and mixed down to mono: channels never multiply the memory
 
 
 class AudioError(Exception):
@@ -42,22 +53,38 @@ def check_samples(samples: np.ndarray, name: str) -> np.ndarray:
     return samples
 
 
+def _read_mono(stream: soundfile.SoundFile, frames: int, label: str) -> np.ndarray:
+    """`frames` frames from the stream's position as mono float32, refused (AudioError) past
+    MAX_READ_SECONDS before any is decoded; decoded in blocks, so only the mono result is held."""
+    seconds = frames / stream.samplerate if stream.samplerate > 0 else math.inf
+    if not seconds <= MAX_READ_SECONDS:
+        raise AudioError(
+            f"{label}: {seconds:.0f} s of audio ({frames} samples at {stream.samplerate} Hz) is more than one "
+            f"read may load (MAX_READ_SECONDS = {MAX_READ_SECONDS:g})"
+        )
+    mono = np.empty(max(0, frames), dtype=np.float32)
+    filled = 0
+    while filled < len(mono):
+        block = stream.read(min(_BLOCK, len(mono) - filled), dtype="float32", always_2d=True)
+        if len(block) == 0:
+            break
+        mono[filled : filled + len(block)] = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
+        filled += len(block)
+    return mono[:filled]
+
+
 def read_audio(source: str | Path | bytes, target_rate: int = 16000, name: str | None = None) -> np.ndarray:
-    """Decode a file path or encoded bytes (anything libsndfile reads) to mono float32 at `target_rate`."""
+    """Decode a file path or encoded bytes (anything libsndfile reads) to mono float32 at `target_rate`.
+    Loads the whole file: AudioError past MAX_READ_SECONDS, checked from the header first."""
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
     if not isinstance(source, bytes) and not Path(source).exists():
         raise AudioError(f"{label}: file not found")
-    try:
-        samples, rate = soundfile.read(handle, dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        raise AudioError(f"{label}: file not found") from None
-    except PermissionError:
-        raise AudioError(f"{label}: permission denied") from None
-    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
-        raise AudioError(f"{label}: not a readable audio file (soundfile: {error})") from None
-    samples = check_samples(to_mono_float(samples), label)
-    return resample(samples, rate, target_rate)
+    with _reading(label):
+        with soundfile.SoundFile(handle) as stream:
+            rate = stream.samplerate
+            samples = _read_mono(stream, stream.frames, label)
+    return resample(check_samples(samples, label), rate, target_rate)
 
 
 def encode_flac(samples: np.ndarray, rate: int = 16000) -> bytes:
@@ -119,7 +146,8 @@ def wav_shortfall(path: str | Path) -> tuple[int, int] | None:
 
 
 def probe_audio(path: str | Path, name: str | None = None) -> AudioInfo:
-    """Rate, length and channels from the header only (cheap); refuses empty and truncated files."""
+    """Rate, length and channels from the header only (cheap); refuses empty and truncated files, and
+    recordings longer than MAX_AUDIO_SECONDS."""
     label = name or str(path)
     if not Path(path).exists():
         raise AudioError(f"{label}: file not found")
@@ -131,6 +159,11 @@ def probe_audio(path: str | Path, name: str | None = None) -> AudioInfo:
         info = soundfile.info(str(path))
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(f"{label}: empty audio (0 samples)")
+    if info.frames / info.samplerate > MAX_AUDIO_SECONDS:
+        raise AudioError(
+            f"{label}: the header declares {info.frames / info.samplerate / 3600:.1f} hours of audio "
+            f"(MAX_AUDIO_SECONDS = {MAX_AUDIO_SECONDS:g})"
+        )
     shortfall = wav_shortfall(path)
     if shortfall:
         declared, present = shortfall
@@ -143,7 +176,8 @@ def probe_audio(path: str | Path, name: str | None = None) -> AudioInfo:
 def read_region(
     path: str | Path, start: float, stop: float, name: str | None = None
 ) -> tuple[np.ndarray, int, int]:
-    """Mono float32 samples of [start, stop) seconds at the file's own rate: (samples, rate, first frame)."""
+    """Mono float32 samples of [start, stop) seconds at the file's own rate: (samples, rate, first frame).
+    AudioError for a piece longer than MAX_READ_SECONDS."""
     label = name or str(path)
     with _reading(label):
         with soundfile.SoundFile(str(path)) as handle:
@@ -151,8 +185,8 @@ def read_region(
             first = max(0, int(round(start * rate)))
             last = min(handle.frames, int(round(stop * rate)))
             handle.seek(first)
-            samples = handle.read(max(0, last - first), dtype="float32", always_2d=True)
-    return check_samples(to_mono_float(samples), label), rate, first
+            samples = _read_mono(handle, max(0, last - first), label)
+    return check_samples(samples, label), rate, first
 
 
 def find_pause(

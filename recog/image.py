@@ -17,7 +17,14 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from recog.ink import Ink
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-MAX_PIXELS = 40_000_000  # a text line is far smaller; larger files are refused before decoding
+MAX_IMAGE_PIXELS = 40_000_000
+"""Most pixels a line image may have, checked from the header before decoding: an IAM line at 300 dpi
+is ~2500x120 (0.3 MP), a whole A4 page 8.7 MP; decoding and normalising cost ~25 bytes a pixel."""
+MAX_PIXELS = MAX_IMAGE_PIXELS  # the name before issue 22
+MAX_IMAGE_ASPECT = 1000
+"""Widest width/height a line image may have, checked from the header before decoding: an IAM line is
+~20, a tightly cropped long line ~100. Scaled to the feature height, a 100000x1 image would be millions
+of column frames (the features also bound those: `recog.features.image.MAX_IMAGE_COLUMNS`)."""
 
 
 class ImageError(Exception):
@@ -40,10 +47,18 @@ def _open(source: str | Path | bytes, label: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(f"{label}: {width}x{height} pixels is too large for a line image")
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageError(
+                    f"{label}: {width}x{height} pixels is too large for a line image "
+                    f"(MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS})"
+                )
             if width == 0 or height == 0:
                 raise ImageError(f"{label}: image has no pixels ({width}x{height})")
+            if max(width / height, height / width) > MAX_IMAGE_ASPECT:
+                raise ImageError(
+                    f"{label}: {width}x{height} pixels is too long and thin for a line image "
+                    f"(MAX_IMAGE_ASPECT = {MAX_IMAGE_ASPECT})"
+                )
             image.load()
     except PermissionError:
         raise ImageError(f"{label}: permission denied") from None

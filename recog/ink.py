@@ -11,7 +11,7 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
 
@@ -20,7 +20,12 @@ import defusedxml.ElementTree
 import numpy as np
 
 INK_EXTENSIONS = (".inkml", ".xml", ".json")
-MAX_INK_BYTES = 64 * 1024 * 1024  # a line of ink is kilobytes; anything this big is not one
+MAX_INK_BYTES = 16 * 1024 * 1024
+"""Largest ink file read: a line of ink is kilobytes, a page of IAM-OnDB XML about a megabyte; parsing
+costs some 20x the file size in memory, so this bounds the parse."""
+MAX_INK_POINTS = 200_000
+"""Most pen points one ink input may hold: a handwritten line has a few thousand, a page some tens of
+thousands. Counted while parsing, before the points become arrays."""
 
 
 class InkError(Exception):
@@ -30,10 +35,11 @@ class InkError(Exception):
 @dataclass
 class Ink:
     """Pen-down strokes, each an (n, 2) float64 array of x, y; `times` (seconds, one array per stroke)
-    when the source recorded them."""
+    when the source recorded them; `name`, the file it was read from, for error messages."""
 
     strokes: list[np.ndarray]
     times: list[np.ndarray] | None = None
+    name: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.strokes = [np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in self.strokes]
@@ -168,9 +174,19 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
 
 
+def _count(points: int, label: str, so_far: bool = False) -> None:
+    """InkError once an input holds more than MAX_INK_POINTS points (`so_far`: counted while parsing)."""
+    if points > MAX_INK_POINTS:
+        raise InkError(
+            f"{label}: {'at least ' if so_far else ''}{points} points, more than one ink input may hold "
+            f"(MAX_INK_POINTS = {MAX_INK_POINTS})"
+        )
+
+
 def _checked(ink: Ink, label: str) -> Ink:
     if not ink.strokes or ink.num_points == 0:
         raise InkError(f"{label}: no pen strokes")
+    _count(ink.num_points, label)
     for index, stroke in enumerate(ink.strokes):
         if len(stroke) == 0:
             raise InkError(f"{label}: stroke {index + 1} has no points")
@@ -178,6 +194,7 @@ def _checked(ink: Ink, label: str) -> Ink:
             raise InkError(f"{label}: stroke {index + 1} has NaN or infinite coordinates")
     if ink.times is not None and not all(np.all(np.isfinite(t)) for t in ink.times):
         raise InkError(f"{label}: NaN or infinite time stamps")
+    ink.name = label
     return ink
 
 
@@ -191,6 +208,7 @@ def parse_json(data: bytes, label: str) -> Ink:
     strokes = document.get("strokes") if isinstance(document, dict) else document
     if not isinstance(strokes, list):
         raise InkError(f"{label}: expected an object with a 'strokes' list")
+    _count(sum(len(stroke) if isinstance(stroke, list) else 1 for stroke in strokes), label)
     points, times = [], []
     for index, stroke in enumerate(strokes, start=1):
         try:
@@ -210,10 +228,12 @@ def parse_json(data: bytes, label: str) -> Ink:
 # ---------------------------------------------------------------- IAM-OnDB
 def parse_iam(root: Element, label: str) -> Ink:
     """`<StrokeSet><Stroke><Point x= y= time=/>...</Stroke>...</StrokeSet>` (time optional)."""
-    points, times = [], []
+    points, times, total = [], [], 0
     for index, stroke in enumerate(root.iter("Stroke"), start=1):
         rows = []
         for point in stroke.iter("Point"):
+            total += 1
+            _count(total, label, so_far=True)
             try:
                 x, y = float(point.attrib["x"]), float(point.attrib["y"])
                 t = float(point.attrib["time"]) if "time" in point.attrib else math.nan
@@ -319,7 +339,7 @@ def _trace_values(text: str, width: int | None, label: str, number: int) -> np.n
 def parse_inkml(root: Element, label: str) -> Ink:
     """Every <trace> in document order; X and Y (and T when present) located by the trace format."""
     formats, contexts, default = _formats(root)
-    points, times = [], []
+    points, times, total = [], [], 0
     for number, trace in enumerate((e for e in root.iter() if _local(e.tag) == "trace"), start=1):
         channels = None
         context = trace.attrib.get("contextRef", "").lstrip("#")
@@ -327,6 +347,8 @@ def parse_inkml(root: Element, label: str) -> Ink:
             channels = formats[contexts[context]]
         channels = channels or default
         values = _trace_values(trace.text or "", len(channels) if channels else None, label, number)
+        total += len(values)
+        _count(total, label, so_far=True)
         names = [c.upper() for c in channels] if channels else ["X", "Y", "T"][: values.shape[1]]
         if "X" not in names or "Y" not in names:
             raise InkError(f"{label}: the trace format has no X and Y channels ({', '.join(names)})")

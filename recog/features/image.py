@@ -13,6 +13,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from recog.image import MAX_IMAGE_PIXELS, ImageError
+
+MAX_IMAGE_COLUMNS = 50_000
+"""Most column frames one line image may give (its ink's width once scaled to the feature height): an
+IAM line at height 40 gives ~1000. Checked after cropping to the ink and before scaling, so a thin
+band of ink is refused, not stretched to millions of columns."""
+
 
 @dataclass(frozen=True)
 class ImageFeatureConfig:
@@ -46,7 +53,7 @@ def crop(ink: np.ndarray, threshold: float = 0.25) -> np.ndarray:
 def estimate_rotation(ink: np.ndarray, limit_degrees: float = 6.0, step: float = 0.5) -> float:
     """Degrees to rotate by so that rows of text are horizontal: the angle whose horizontal
     projection profile is sharpest (largest variance), searched on a small copy."""
-    scale = min(1.0, 64.0 / max(ink.shape[0], 1))
+    scale = min(1.0, 64.0 / max(ink.shape[0], 1), 4096.0 / max(ink.shape[1], 1))  # small: bounded work
     small = ndimage.zoom(ink, scale, order=1) if scale < 1.0 else ink
     best, best_score = 0.0, -1.0
     for angle in np.arange(-limit_degrees, limit_degrees + 1e-9, step):
@@ -57,28 +64,51 @@ def estimate_rotation(ink: np.ndarray, limit_degrees: float = 6.0, step: float =
     return best
 
 
-def rotate(ink: np.ndarray, degrees: float) -> np.ndarray:
+def rotate(ink: np.ndarray, degrees: float, name: str | None = None) -> np.ndarray:
+    """`ink` turned by `degrees` on a canvas that holds all of it; ImageError past MAX_IMAGE_PIXELS
+    (a long line turned by a few degrees needs width x width x sin(angle) pixels)."""
     if abs(degrees) < 1e-6:
         return ink
+    cos, sin = abs(np.cos(np.radians(degrees))), abs(np.sin(np.radians(degrees)))
+    rows, columns = ink.shape
+    pixels = (rows * cos + columns * sin) * (rows * sin + columns * cos)
+    if pixels > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"{name or 'line image'}: turning {columns}x{rows} pixels by {degrees:g} degrees needs "
+            f"{pixels:.3g} pixels (MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS})"
+        )
     return np.clip(ndimage.rotate(ink, degrees, reshape=True, order=1, mode="constant"), 0, 1)
 
 
-def resize_to_height(ink: np.ndarray, height: int) -> np.ndarray:
+def scaled_width(rows: int, columns: int, height: int, name: str | None = None) -> int:
+    """Columns of a `rows` x `columns` ink box scaled to `height` rows; ImageError past MAX_IMAGE_COLUMNS."""
+    width = max(1, int(round(columns * height / rows)))
+    if width > MAX_IMAGE_COLUMNS:
+        raise ImageError(
+            f"{name or 'line image'}: its ink ({columns}x{rows} pixels) scaled to {height} rows would be "
+            f"{width} columns (MAX_IMAGE_COLUMNS = {MAX_IMAGE_COLUMNS})"
+        )
+    return width
+
+
+def resize_to_height(ink: np.ndarray, height: int, name: str | None = None) -> np.ndarray:
     """Scale to `height` rows keeping the aspect (anti-aliased when shrinking)."""
     rows, columns = ink.shape
-    width = max(1, int(round(columns * height / rows)))
+    width = scaled_width(rows, columns, height, name)
     image = Image.fromarray(ink.astype(np.float32))
     resample = Image.Resampling.BOX if rows > 2 * height else Image.Resampling.BILINEAR
     return np.clip(np.asarray(image.resize((width, height), resample), dtype=np.float32), 0, 1)
 
 
-def normalise_line(ink: np.ndarray, config: ImageFeatureConfig) -> np.ndarray:
-    """Ink map of any size -> (height, width) float32 at the configured height."""
+def normalise_line(ink: np.ndarray, config: ImageFeatureConfig, name: str | None = None) -> np.ndarray:
+    """Ink map of any size -> (height, width) float32 at the configured height; ImageError (naming
+    `name`) when that would pass MAX_IMAGE_COLUMNS, checked before scaling."""
     ink = stretch_contrast(np.asarray(ink, dtype=np.float32))
     ink = crop(ink)
+    scaled_width(*ink.shape, config.height, name)
     if config.deskew and ink.shape[1] > 2 * ink.shape[0]:
-        ink = crop(rotate(ink, estimate_rotation(ink)))
-    line = resize_to_height(ink, config.height)
+        ink = crop(rotate(ink, estimate_rotation(ink), name))
+    line = resize_to_height(ink, config.height, name)
     pad = int(round(config.pad * config.height))
     return np.pad(line, ((0, 0), (pad, pad)))
 
@@ -93,11 +123,14 @@ class ImageFeatures:
     def dim(self) -> int:
         return self.config.height
 
-    def __call__(self, ink: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(normalise_line(ink, self.config).T)  # (width, height)
+    def __call__(self, ink: np.ndarray, name: str | None = None) -> np.ndarray:
+        """(width, height) frames; ImageError (naming `name`, the input's file) past the limits."""
+        return np.ascontiguousarray(normalise_line(ink, self.config, name).T)
 
-    def perturbed(self, ink: np.ndarray, style: PaperStyle, rng: np.random.Generator) -> np.ndarray:
-        return self(degrade(ink, style, rng))
+    def perturbed(
+        self, ink: np.ndarray, style: PaperStyle, rng: np.random.Generator, name: str | None = None
+    ) -> np.ndarray:
+        return self(degrade(ink, style, rng), name)
 
 
 # ---------------------------------------------------------------- perturbations
@@ -191,7 +224,7 @@ def column_sources(ink: np.ndarray, config: ImageFeatureConfig) -> tuple[np.ndar
     else:
         left, width = int(columns[0]), int(columns[-1] - columns[0] + 1)
         height = int(rows[-1] - rows[0] + 1)
-    scaled = max(1, int(round(width * config.height / height)))
+    scaled = scaled_width(height, width, config.height)
     pad = int(round(config.pad * config.height))
     centres = np.arange(scaled + 2 * pad, dtype=np.float64) - pad + 0.5
     return left + centres * (width / scaled) - 0.5, left, left + width

@@ -13,9 +13,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from recog.ink import Ink
+from recog.ink import Ink, InkError
 
 FEATURE_NAMES = ("dx", "dy", "y", "pen_up", "dir_cos", "dir_sin", "curv_cos", "curv_sin")
+
+MAX_INK_FRAMES = 200_000
+"""Most frames (points after arc-length resampling) one ink input may give: a handwritten line at the
+default step gives a few thousand, a page some tens of thousands. Counted from the pen path's length
+before anything is allocated, so a tiny file with a huge coordinate extent is refused, not resampled."""
+MAX_DENSE_POINTS = 100_000
+"""Most points normalisation spreads along the pen path for its statistics (skew, slant, core zone);
+a real line needs ~400 per stroke-set width. Past this the spacing grows instead."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,25 @@ def resample_stroke(stroke: np.ndarray, step: float) -> tuple[np.ndarray, np.nda
     return resampled, positions
 
 
-def resample(ink: Ink, step: float) -> tuple[Ink, np.ndarray]:
+def _check_frames(arcs: np.ndarray, sizes: np.ndarray, step: float, name: str | None) -> None:
+    """InkError when resampling strokes of these arc lengths every `step` would pass MAX_INK_FRAMES."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        counts = np.where((sizes < 2) | (arcs <= 0), 1.0, np.maximum(2.0, np.ceil(arcs / step) + 1.0))
+        total = float(counts.sum())
+    if not total <= MAX_INK_FRAMES:  # also NaN and infinity (coordinates near the float limits)
+        raise InkError(
+            f"{name or '<ink>'}: {total:.0f} points after resampling every {step:g} x-heights "
+            f"(a pen path {float(np.sum(arcs)):.3g} x-heights long), more than one input may give "
+            f"(MAX_INK_FRAMES = {MAX_INK_FRAMES})"
+        )
+
+
+def resample(ink: Ink, step: float, name: str | None = None) -> tuple[Ink, np.ndarray]:
     """Arc-length resampling of every stroke; returns the new ink and, per new point, the index of
-    the nearest original point (counted over the whole ink), for mapping frames back to input points."""
+    the nearest original point (counted over the whole ink), for mapping frames back to input points.
+    InkError (naming `name`) past MAX_INK_FRAMES points, checked before resampling."""
+    arcs = np.array([np.hypot(*np.diff(s, axis=0).T).sum() if len(s) > 1 else 0.0 for s in ink.strokes])
+    _check_frames(arcs, np.array([len(s) for s in ink.strokes]), step, name or ink.name)
     strokes, sources, offset = [], [], 0
     times = [] if ink.times is not None else None
     for index, stroke in enumerate(ink.strokes):
@@ -71,11 +95,20 @@ def resample(ink: Ink, step: float) -> tuple[Ink, np.ndarray]:
     return Ink(strokes, times), np.concatenate(sources) if sources else np.zeros(0, np.int64)
 
 
+def _dense_step(points: np.ndarray, ids: np.ndarray) -> float:
+    """Spacing of the dense points: 1/400 of the ink's larger extent, wider when the pen path is so
+    long that this would give more than MAX_DENSE_POINTS (a stroke scribbling back and forth)."""
+    step = (float(max(points.max(axis=0) - points.min(axis=0))) or 1.0) / 400.0
+    same = ids[1:] == ids[:-1]
+    path = float(np.where(same, np.hypot(*np.diff(points, axis=0).T), 0.0).sum())
+    return max(step, path / MAX_DENSE_POINTS)
+
+
 def _dense_points(ink: Ink) -> tuple[np.ndarray, np.ndarray]:
     """Points spread evenly along the pen path (statistics must not depend on pen speed)."""
-    low, high = ink.points().min(axis=0), ink.points().max(axis=0)
-    size = float(max(high - low)) or 1.0
-    dense = [resample_stroke(_dedupe(s), size / 400.0)[0] for s in ink.strokes]
+    deduped = Ink([_dedupe(s) for s in ink.strokes])
+    step = _dense_step(deduped.points(), deduped.stroke_ids())
+    dense = [resample_stroke(s, step)[0] for s in deduped.strokes]
     ids = np.repeat(np.arange(len(dense)), [len(s) for s in dense])
     return np.concatenate(dense), ids
 
@@ -291,7 +324,7 @@ class StrokeFeatures:
         """Frames and, per frame, the index of the input point it came from (for positions in output)."""
         config = self.config
         normalised = normalise(ink, config.deskew, config.deslant)
-        resampled, sources = resample(normalised, config.step * rate)
+        resampled, sources = resample(normalised, config.step * rate, ink.name)
         return point_features(resampled, config.max_jump), sources
 
     def __call__(self, ink: Ink) -> np.ndarray:
@@ -303,7 +336,7 @@ class StrokeFeatures:
         base = normalise(ink, config.deskew, config.deslant)
         changed = perturb(base, style, rng)
         normalised = normalise(changed, config.deskew, config.deslant)
-        resampled, _ = resample(normalised, config.step * style.rate)
+        resampled, _ = resample(normalised, config.step * style.rate, ink.name)
         return point_features(resampled, config.max_jump)
 
 
@@ -326,7 +359,8 @@ def _resample_counts(arc: np.ndarray, sizes: np.ndarray, step: float) -> np.ndar
 
 def frame_count(ink: Ink, config: StrokeFeatureConfig) -> int:
     """The number of frames `StrokeFeatures(config)(ink)` gives, computed with whole-ink array operations
-    instead of per-stroke ones (~10x faster): length bucketing and CTC checks for a large corpus."""
+    instead of per-stroke ones (~10x faster): length bucketing and CTC checks for a large corpus.
+    InkError where the features would refuse the ink (past MAX_INK_FRAMES)."""
     points, ids = ink.points(), ink.stroke_ids()
     same = ids[1:] == ids[:-1]
     keep = np.concatenate([[True], ~same | np.any(np.diff(points, axis=0) != 0, axis=1)])
@@ -338,8 +372,7 @@ def frame_count(ink: Ink, config: StrokeFeatureConfig) -> int:
     segment = np.where(same, np.hypot(*np.diff(points, axis=0).T), 0.0)
     # Dense points every size/400 along each stroke (as `_dense_points`): one interpolation over the
     # whole ink, strokes laid end to end with a unit gap so no target falls between two strokes.
-    step = float(max(points.max(axis=0) - points.min(axis=0))) or 1.0
-    step /= 400.0
+    step = _dense_step(points, ids)
     arc = np.bincount(ids[1:][same], weights=segment[same], minlength=strokes)
     dense_counts = _resample_counts(arc, sizes, step)
     position = np.concatenate([[0.0], np.cumsum(np.where(same, segment, 1.0))])
@@ -363,4 +396,5 @@ def frame_count(ink: Ink, config: StrokeFeatureConfig) -> int:
     height = max(bottom - top, 1e-9)
     moved = np.diff(points, axis=0)[same] @ transform.T / height
     arc = np.bincount(ids[1:][same], weights=np.hypot(moved[:, 0], moved[:, 1]), minlength=strokes)
+    _check_frames(arc, sizes, config.step, ink.name)
     return int(_resample_counts(arc, sizes, config.step).sum())
