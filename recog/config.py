@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,9 @@ class FeatureConfig:
     deltas: int = 0  # 0, 1 (deltas) or 2 (deltas + delta-deltas)
     cmvn: str = "global"  # global | utterance | none
 
+    def __post_init__(self) -> None:
+        check_values(self)
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -57,6 +62,9 @@ class AugmentConfig:
     time_masks: int = 2
     time_mask_ratio: float = 0.05
 
+    def __post_init__(self) -> None:
+        check_values(self)
+
 
 @dataclass(frozen=True)
 class WriterAugmentConfig:
@@ -64,6 +72,9 @@ class WriterAugmentConfig:
 
     prob: float = 0.9  # share of training samples rewritten by a randomly drawn writer
     strength: float = 1.0  # 0: as written, 1: the default spread, > 1 harsher
+
+    def __post_init__(self) -> None:
+        check_values(self)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,9 @@ class PaperAugmentConfig:
     prob: float = 0.9  # share of training samples degraded by a randomly drawn pen/paper/scan
     strength: float = 0.7  # 0: as stored, 1: the default spread (stored images are degraded already)
     stretch: float = 0.1  # horizontal scale exp(N(0, stretch)) of the normalised line (0: off)
+
+    def __post_init__(self) -> None:
+        check_values(self)
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,9 @@ class ModelConfig:
     # Normalisation in each conv block, between the convolution and the ReLU: "none" (as before) or
     # "instance" (per line and channel over its rows and its own columns; padding-independent).
     conv_norm: str = "none"
+
+    def __post_init__(self) -> None:
+        check_values(self)
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,9 @@ class DataConfig:
     # Training items to draw more (or less) often per epoch: {"FIELD=VALUE": factor}, FIELD a manifest
     # field (engine, voice, style, font, ...). An item matching several entries takes the largest factor.
     oversample: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_values(self)
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,9 @@ class TrainConfig:
     # share of the first epoch's batches taken shortest-first (the rest shuffled): below 1 for runs that
     # end within their first epoch, which would otherwise never meet the longest inputs
     sortagrad_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_values(self)
 
 
 DECODE_ENGINES = ("recog", "flashlight")
@@ -166,11 +189,8 @@ class DecodeConfig:
     tune_word_scores: tuple[float, ...] = (-1.0, 0.5, 2.0)
     tune_unk_scores: tuple[float, ...] = (-14.0, -10.0, -6.0)
 
-    def __post_init__(self):
-        if self.engine not in DECODE_ENGINES:
-            raise ConfigError(
-                f"decode.engine: expected one of {', '.join(DECODE_ENGINES)}, got {self.engine!r}"
-            )
+    def __post_init__(self) -> None:
+        check_values(self)
 
 
 @dataclass(frozen=True)
@@ -186,6 +206,193 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        check_values(self)
+
+
+# ---------------------------------------------------------------- value checks
+@dataclass(frozen=True)
+class Rule:
+    """What one field's value must be: `test` on the value (on each item of a list; for a `pair`, on
+    both ends, low <= high), described as `expected` in the error."""
+
+    test: Callable[[Any], bool]
+    expected: str
+    pair: bool = False
+
+    def check(self, value: Any, key: str) -> None:
+        items = value if isinstance(value, tuple) else (value,)
+        if not all(self.test(item) for item in items) or (self.pair and items[0] > items[1]):
+            raise ConfigError(f"{key}: expected {self.expected}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
+
+
+def at_least(low: float) -> Rule:
+    return Rule(lambda v: v >= low, f"a value >= {low:g}")
+
+
+def above(low: float) -> Rule:
+    return Rule(lambda v: v > low, f"a value > {low:g}")
+
+
+def at_most(high: float) -> Rule:
+    return Rule(lambda v: v <= high, f"a value <= {high:g}")
+
+
+def within(low: float, high: float, open_high: bool = False) -> Rule:
+    test = (lambda v: low <= v < high) if open_high else (lambda v: low <= v <= high)
+    return Rule(test, f"a value in [{low:g}, {high:g}{')' if open_high else ']'}")
+
+
+def one_of(*choices: str) -> Rule:
+    return Rule(lambda v: v in choices, f"one of {', '.join(choices)}")
+
+
+def interval(rule: Rule) -> Rule:
+    """A (low, high) pair whose ends each satisfy `rule`."""
+    return Rule(rule.test, f"a pair low <= high, each {rule.expected}", pair=True)
+
+
+PROBABILITY = within(0.0, 1.0)
+ANY = Rule(lambda v: True, "a finite number")  # the finiteness check applies to every float anyway
+
+# Per config class, per field: what its value must be. Every float (and every float in a list) must
+# also be finite; "0 = off" fields allow 0. A class missing here has no checks beyond its types.
+RULES: dict[type, dict[str, Rule]] = {
+    FeatureConfig: {
+        "kind": one_of("mfcc", "logmel"),
+        "sample_rate": at_least(1),
+        "n_fft": at_least(1),
+        "win_length": at_least(1),
+        "hop_length": at_least(1),
+        "n_mels": at_least(1),
+        "n_mfcc": at_least(1),
+        "f_min": at_least(0.0),
+        "f_max": above(0.0),
+        "deltas": within(0, 2),
+        "cmvn": one_of("global", "utterance", "none"),
+    },
+    AugmentConfig: {
+        "speed": interval(above(0.0)),
+        "vtlp": interval(above(0.0)),
+        "noise_prob": PROBABILITY,
+        "snr_db": interval(ANY),
+        "reverb_prob": PROBABILITY,
+        "tilt_db": at_least(0.0),
+        "lowpass_prob": PROBABILITY,
+        "lowpass_hz": interval(above(0.0)),
+        "smooth_prob": PROBABILITY,
+        "smooth_frames": interval(above(0.0)),
+        "freq_masks": at_least(0),
+        "freq_mask_width": at_least(0),
+        "time_masks": at_least(0),
+        "time_mask_ratio": within(0.0, 1.0, open_high=True),
+    },
+    WriterAugmentConfig: {"prob": PROBABILITY, "strength": at_least(0.0)},
+    PaperAugmentConfig: {"prob": PROBABILITY, "strength": at_least(0.0), "stretch": at_least(0.0)},
+    StrokeFeatureConfig: {"step": above(0.0), "max_jump": above(0.0)},
+    ImageFeatureConfig: {"height": at_least(2), "pad": at_least(0.0)},
+    ModelConfig: {
+        "cell": one_of("lstm", "gru", "rnn"),
+        "hidden": at_least(1),
+        "layers": at_least(1),
+        "dropout": within(0.0, 1.0, open_high=True),
+        "stack": at_least(1),
+        "conv_channels": at_least(1),
+        "conv_norm": one_of("none", "instance"),
+    },
+    DataConfig: {
+        "batch_frames": at_least(1),
+        "max_batch": at_least(1),
+        "max_duration": at_least(0.0),
+        "max_frames": at_least(0),
+        "workers": at_least(0),
+        "oversample": Rule(lambda factors: all(f >= 0 for f in factors.values()), "factors >= 0"),
+    },
+    TrainConfig: {
+        "seed": at_least(0),
+        "lr": above(0.0),
+        "weight_decay": at_least(0.0),
+        "warmup_steps": at_least(0),
+        "final_lr_ratio": PROBABILITY,
+        "max_epochs": at_least(1),
+        "max_minutes": at_least(0.0),
+        "max_steps": at_least(0),
+        "clip_norm": above(0.0),
+        "ema_decay": within(0.0, 1.0, open_high=True),
+        "eval_every": at_least(0),
+        "checkpoint_every": at_least(1),
+        "patience": at_least(1),
+        "threads": at_least(0),
+        "log_every": at_least(1),
+        "sortagrad_share": PROBABILITY,
+    },
+    DecodeConfig: {
+        "engine": one_of(*DECODE_ENGINES),
+        "beam": at_least(1),
+        "lm_order": at_least(1),
+        "token_min_logp": at_most(0.0),
+        "blank_skip_threshold": PROBABILITY,
+        "beam_prune": above(0.0),
+        "beam_size_token": at_least(1),
+        "beam_threshold": above(0.0),
+    },
+    Config: {"task": one_of(*TASKS)},
+}
+
+# Checks across fields: (class, field named in the error, test on the whole section, expected).
+CROSS_RULES: list[tuple[type, str, Callable[[Any], bool], str]] = [
+    (FeatureConfig, "win_length", lambda c: c.win_length <= c.n_fft, "at most features.n_fft"),
+    (
+        FeatureConfig,
+        "f_max",
+        lambda c: c.f_min < c.f_max <= c.sample_rate / 2,
+        "above features.f_min and at most half of features.sample_rate",
+    ),
+    (FeatureConfig, "n_mfcc", lambda c: c.kind != "mfcc" or c.n_mfcc <= c.n_mels, "at most features.n_mels"),
+]
+
+SECTIONS = {
+    FeatureConfig: "features.",
+    AugmentConfig: "augment.",
+    WriterAugmentConfig: "writer.",
+    PaperAugmentConfig: "paper.",
+    StrokeFeatureConfig: "strokes.",
+    ImageFeatureConfig: "image.",
+    ModelConfig: "model.",
+    DataConfig: "data.",
+    TrainConfig: "train.",
+    DecodeConfig: "decode.",
+    Config: "",
+}
+
+
+def _finite(value: Any) -> bool:
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,)
+    return all(math.isfinite(item) for item in items if isinstance(item, float))
+
+
+def check_values(section: Any, prefix: str | None = None) -> None:
+    """ConfigError naming the key (`prefix` + field, by default the section's place in `Config`) for
+    the first value of a config section that training or decoding could not use."""
+    kind = type(section)
+    prefix = SECTIONS.get(kind, "") if prefix is None else prefix
+    rules = RULES.get(kind, {})
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        if dataclasses.is_dataclass(value):
+            continue  # checked when it was built
+        if not _finite(value):
+            raise ConfigError(f"{prefix}{item.name}: expected a finite number, got {_shown(value)}")
+        if item.name in rules:
+            rules[item.name].check(value, prefix + item.name)
+    for owner, name, test, expected in CROSS_RULES:
+        if owner is kind and not test(section):
+            raise ConfigError(f"{prefix}{name}: expected {expected}, got {getattr(section, name)!r}")
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -247,7 +454,10 @@ def _build(cls: type, values: dict, prefix: str = ""):
         if key not in known:
             raise ConfigError(f"unknown config key '{prefix}{key}'")
     kwargs = {key: _coerce(value, hints[key], prefix + key) for key, value in values.items()}
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    if cls in RULES:  # again for the features' configs, which cannot import this module to check themselves
+        check_values(built, prefix)
+    return built
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
@@ -278,10 +488,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"--set {override!r}: expected key=value")
         key, raw = override.split("=", 1)
         _set_path(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
-    config = _build(Config, tree)
-    if config.task not in TASKS:
-        raise ConfigError(f"task: expected one of {', '.join(TASKS)}, got {config.task!r}")
-    return config
+    return _build(Config, tree)  # every value checked (`check_values`) before any work starts
 
 
 def config_to_dict(config: Any) -> dict:
