@@ -7,16 +7,15 @@ import json
 import numpy as np
 import pytest
 
+from pipelines.tts.espeak import mbrola_database
+from pipelines.tts.kokoro import KOKORO_SPEAKERS, KokoroSession
 from pipelines.voices import (
     DEFAULT_PARAMS,
-    KOKORO_SPEAKERS,
-    KokoroSession,
     Voice,
     VoiceError,
     VoiceSplit,
     espeak_voice,
     installed_optional_voices,
-    mbrola_database,
     missing_reason,
     synthesize,
 )
