@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipelines.hershey import LetterVariety, add_pen_clock, load_styles, split_styles, write_text
+from pipelines.manifest_writer import ManifestWriter
 from pipelines.outline_fonts import OutlineFont, ink_fonts, render_text, split_fonts
 from pipelines.skeleton_ink import skeleton_ink, thin
 from pipelines.speech_corpus import SAMPLES_PER_SHARD, _cached_summary, _remove_stale_partials, _replace_dir
@@ -239,16 +240,13 @@ def plan_split(
 
 # ---------------------------------------------------------------- writing one split
 class SplitWriter:
-    """One split's shards and its two manifests (ink, images), and its counts."""
+    """One split's shards and its two manifests (ink, images) through pipelines/manifest_writer.py, and
+    its counts."""
 
     def __init__(self, root: Path, split: str) -> None:
-        from webdataset import ShardWriter  # imports torch: keep it out of worker start-up
-
         self.split = split
-        pattern = str(root / "shards" / f"{split}-%04d.tar")
-        self.shards = ShardWriter(pattern, maxcount=SAMPLES_PER_SHARD, verbose=0)
-        self.ink_manifest = open(root / f"{split}.jsonl", "w", encoding="utf-8")
-        self.image_manifest = open(root / f"{split}-images.jsonl", "w", encoding="utf-8")
+        # {split}.jsonl lists the ink samples, {split}-images.jsonl every sample (all have a png)
+        self.output = ManifestWriter(root, split, SAMPLES_PER_SHARD, extra_manifests=("images",))
         self.counts: Counter[str] = Counter()
         self.styles: Counter[str] = Counter()
         self.texts: set[str] = set()
@@ -263,22 +261,16 @@ class SplitWriter:
             return
         key = f"{self.split}-{job.index:06d}"
         info = {"text": job.text, "source": job.kind, **sample.info}
-        member = {"__key__": key, "png": sample.png, "json": info}
         if sample.ink is not None:
-            member["ink.npz"] = sample.ink
-        self.shards.write(member)
-        entry = json.dumps({"key": key, "shard": f"shards/{Path(self.shards.fname).name}", **info})
-        if sample.ink is not None:
-            self.ink_manifest.write(entry + "\n")
+            self.output.write(key, {"png": sample.png, "ink.npz": sample.ink}, info)
             self.styles.update(sample.info["styles"])
-        self.image_manifest.write(entry + "\n")
+        else:
+            self.output.write(key, {"png": sample.png}, info, manifests=("images",))
         self.counts[job.kind] += 1
         self.texts.add(job.text)
 
     def close(self) -> None:
-        self.shards.close()
-        self.ink_manifest.close()
-        self.image_manifest.close()
+        self.output.close()
 
     def summary(self) -> dict:
         return {

@@ -29,6 +29,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
+from pipelines.manifest_writer import ManifestWriter
 from pipelines.text import SentenceSplit, load_fortune_sentences, split_sentences_for_corpus
 from pipelines.vocoder import vocode
 from pipelines.voices import (
@@ -151,16 +152,11 @@ def synthesize_job(job: Job) -> Result:
 
 # ---------------------------------------------------------------- writing one split
 class SplitWriter:
-    """Writes one split's shards and manifest, and keeps its counts."""
+    """Writes one split's shards and manifest (pipelines/manifest_writer.py), and keeps its counts."""
 
     def __init__(self, root: Path, split: str) -> None:
-        from webdataset import ShardWriter  # imports torch: keep it out of worker start-up
-
         self.split = split
-        self.shards = ShardWriter(
-            str(root / "shards" / f"{split}-%04d.tar"), maxcount=SAMPLES_PER_SHARD, verbose=0
-        )
-        self.manifest = open(root / f"{split}.jsonl", "w", encoding="utf-8")
+        self.output = ManifestWriter(root, split, SAMPLES_PER_SHARD)
         self.utterances = 0
         self.seconds = 0.0
         self.skipped = 0
@@ -189,9 +185,7 @@ class SplitWriter:
         if job.vocoded:
             info["vocoded"] = True
             self.vocoded += 1
-        self.shards.write({"__key__": key, "flac": result.flac, "json": info})
-        shard = f"shards/{Path(self.shards.fname).name}"
-        self.manifest.write(json.dumps({"key": key, "shard": shard, **info}) + "\n")
+        self.output.write(key, {"flac": result.flac}, info)
         self.utterances += 1
         self.seconds += result.duration
         self.texts.add(job.text)
@@ -201,8 +195,7 @@ class SplitWriter:
 
     def close(self) -> None:
         """Flush the last shard and the manifest."""
-        self.shards.close()
-        self.manifest.close()
+        self.output.close()
 
     def summary(self) -> dict[str, object]:
         """Counts for corpus.json."""
