@@ -18,7 +18,7 @@ import torch
 
 from recog.config import PaperAugmentConfig, WriterAugmentConfig
 from recog.datasets.manifest import Utterance
-from recog.datasets.preflight import Problem, ctc_frames_needed
+from recog.datasets.preflight import EMPTY_TRANSCRIPT, Problem, ctc_frames_needed
 from recog.features.image import ImageFeatures, PaperStyle, degrade, stretch_width
 from recog.features.speech import CMVN
 from recog.features.strokes import StrokeFeatures, WriterStyle, frame_count
@@ -68,11 +68,12 @@ def _features(task: str, config) -> StrokeFeatures | ImageFeatures:
     return StrokeFeatures(config) if task == "ink" else ImageFeatures(config)
 
 
-def _measure(task: str, features, sample) -> int:
-    """Feature frames of one sample; for ink counted without computing the frames (exact, faster)."""
+def _measure(task: str, features, sample, name: str) -> int:
+    """Feature frames of one sample; for ink counted without computing the frames (exact, faster).
+    InkError / ImageError (naming `name`) past the features' limits."""
     if task == "ink":
         return frame_count(sample, features.config)
-    return int(features(sample).shape[0])
+    return int(features(sample, name).shape[0])
 
 
 def _read_shard(job: tuple[str, object, str, list[str], set[str]]) -> Loaded:
@@ -95,7 +96,7 @@ def _read_shard(job: tuple[str, object, str, list[str], set[str]]) -> Loaded:
     for key in list(loaded.stored):
         try:
             sample = decode_stored(task, loaded.stored[key], f"{shard}:{key}")
-            loaded.frames[key] = _measure(task, features, sample)
+            loaded.frames[key] = _measure(task, features, sample, f"{shard}:{key}")
             if key in stats_keys:
                 frames = np.asarray(features(sample), dtype=np.float64)  # (time, feat)
                 loaded.count += frames.shape[0]
@@ -151,15 +152,17 @@ def load_samples(
 def preflight_samples(
     utterances: list[Utterance], loaded: Loaded, vocab: Vocab, stack: int, max_frames: int = 0
 ) -> tuple[list[Utterance], list[Problem]]:
-    """Keep the samples training can use: readable, in the vocabulary, long enough for CTC after the
-    model's frame stacking (`stack` 0: no such check, for evaluation), and (when `max_frames`) not
-    longer than that many frames."""
+    """Keep the samples training can use: readable, with a transcript, in the vocabulary, long enough
+    for CTC after the model's frame stacking (`stack` 0: no such check, for evaluation), and (when
+    `max_frames`) not longer than that many frames."""
     kept, problems = [], []
     for utterance in utterances:
         reason = None
         unknown = vocab.unknown_chars(utterance.text)
         if utterance.key in loaded.errors:
             reason = f"unreadable sample: {loaded.errors[utterance.key]}"
+        elif not utterance.text.strip():
+            reason = EMPTY_TRANSCRIPT
         elif unknown:
             reason = f"characters outside the vocabulary: {''.join(sorted(unknown))!r}"
         else:
@@ -216,8 +219,11 @@ class HandwritingDataset(torch.utils.data.Dataset):
                 (self.seed, epoch, index, copy) if copy else (self.seed, epoch, index)
             )
             if rng.random() < self.augment.prob:
-                frames = self.perturbed(sample, rng)
-                if frames.shape[0] < self.min_frames[index]:
+                try:
+                    frames = self.perturbed(sample, rng)
+                except (InkError, ImageError):  # a perturbation past the input limits: train on it as it is
+                    frames = None
+                if frames is not None and frames.shape[0] < self.min_frames[index]:
                     frames = None
         if frames is None:
             frames = self.features(sample)

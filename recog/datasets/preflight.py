@@ -1,5 +1,6 @@
-"""Preflight: find samples training cannot use (unknown characters, unreadable audio, CTC-infeasible
-lengths) before the first step, name each one with its reason, and keep the rest."""
+"""Preflight: find samples training cannot use (unreadable audio, empty transcripts, unknown
+characters, CTC-infeasible lengths) before the first step, name each one with its reason, and keep
+the rest."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import numpy as np
 
 from recog.datasets.manifest import Utterance
 from recog.vocab import Vocab
+
+EMPTY_TRANSCRIPT = "empty transcript"  # nothing (or only spaces) to learn or to score against
 
 
 @dataclass
@@ -42,6 +45,8 @@ def preflight(
         unknown = vocab.unknown_chars(utterance.text)
         if utterance.key in load_errors:
             reason = f"unreadable audio: {load_errors[utterance.key]}"
+        elif not utterance.text.strip():
+            reason = EMPTY_TRANSCRIPT
         elif unknown:
             reason = f"characters outside the vocabulary: {''.join(sorted(unknown))!r}"
         else:
