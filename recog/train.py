@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -192,6 +194,8 @@ class Trainer:
             # The loader draws batches ahead of training: save the position of the last trained batch.
             "sampler": {"epoch": self.sampler.epoch, "position": self.epoch_position},
             "torch_rng": torch.get_rng_state(),
+            # how much of metrics.jsonl this state had written: a resumed run cuts the rest off
+            "metrics_bytes": self.metrics_path.stat().st_size if self.metrics_path.exists() else 0,
         }
         save_checkpoint(payload, self.out_dir / "last.pt")
 
@@ -199,6 +203,8 @@ class Trainer:
         path = self.out_dir / "last.pt"
         if not path.exists():
             self.log(f"resume: no {path}, starting fresh")
+            if self.context.main:
+                self.metrics_path.unlink(missing_ok=True)  # a run killed before its first checkpoint
             return False
         payload = load_checkpoint(path)
         if self.ema:
@@ -215,6 +221,7 @@ class Trainer:
         torch.set_rng_state(saved["torch_rng"])
         self.state = TrainState(**saved["state"])
         self.epoch_position = self.sampler.position
+        self.rewind_metrics(saved.get("metrics_bytes"))
         self.log(
             f"resumed from {path} at step {self.state.step}, epoch {self.sampler.epoch}, batch {self.sampler.position}"
         )
@@ -229,6 +236,36 @@ class Trainer:
         if self.context.main:
             with self.metrics_path.open("a") as stream:
                 stream.write(json.dumps(entry) + "\n")
+
+    def rewind_metrics(self, size: int | None) -> None:
+        """Cut metrics.jsonl back to what it held when the resumed checkpoint was saved: the steps after
+        it are trained, and logged, again. `size` None (a checkpoint from before metrics_bytes) or a
+        log shorter than it: keep the entries of steps up to the checkpoint's, by their step numbers."""
+        if not self.context.main or not self.metrics_path.exists():
+            return
+        data = self.metrics_path.read_bytes()
+        if size is not None and size <= len(data) and (size == 0 or data[:size].endswith(b"\n")):
+            kept = data[:size]
+        else:
+            kept = b"".join(line for line in data.splitlines(keepends=True) if self._before_checkpoint(line))
+        if kept != data:
+            _write_atomically(self.metrics_path, kept)
+            self.log(
+                f"resume: metrics.jsonl cut back to step {self.state.step} ({len(data) - len(kept)} bytes)"
+            )
+
+    def _before_checkpoint(self, line: bytes) -> bool:
+        """Whether a metrics line was written before the resumed checkpoint: a train entry of its step or
+        before, an evaluation at its step only if the checkpoint counts it (evaluations follow the log)."""
+        try:
+            entry = json.loads(line) if line.endswith(b"\n") else None
+        except ValueError:
+            return False  # a line cut short by the kill
+        if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+            return False
+        if entry.get("kind") == "eval" and entry["step"] == self.state.step:
+            return self.state.last_eval_step == self.state.step
+        return entry["step"] <= self.state.step
 
     # -- one step --------------------------------------------------------------------------
     def train_step(self, batch: dict) -> tuple[float | None, float]:
@@ -431,6 +468,20 @@ class Trainer:
             )
         progress.set_postfix(postfix)
         window.update(loss=0.0, norm=0.0, steps=0, frames=0, wait=0.0, start=time.perf_counter())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def throughput_summary(metrics_path: Path) -> dict:

@@ -190,9 +190,9 @@ def test_kill_minus_nine_then_resume_repeats_the_same_augmented_steps(corpus, tm
 
     result = run_recog(*args, "--resume", timeout=600)
     assert f"resumed from {out / 'last.pt'} at step 4" in result.stderr
-    resumed = [e for e in map(json.loads, metrics.read_text().splitlines()) if e["kind"] == "train"][
-        len(killed) :
-    ]
+    logged = [e for e in map(json.loads, metrics.read_text().splitlines()) if e["kind"] == "train"]
+    assert [e["step"] for e in logged] == list(range(1, len(logged) + 1))  # each step once
+    resumed = logged[4:]
     assert resumed[0]["step"] == 5
     for entry in resumed[:2]:  # same weights, optimizer, batch order and writer perturbations
         assert entry["loss"] == pytest.approx(killed[entry["step"]], rel=1e-3)
