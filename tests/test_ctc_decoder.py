@@ -328,12 +328,12 @@ def test_token_indexed_trie_rows_search_like_the_edge_lists(word_lm, monkeypatch
     batch = random_batch(5, 20) + [emissions(spelled(text)) for text in SENTENCES]
     options = {"lm": word_lm, "lexicon": WORDS, "lm_weight": 0.8, "word_score": 0.5, "beam": 12, "nbest": 3}
     dense = CTCBeamDecoder(VOCAB, **options)
-    nodes = dense._scorer[7]
+    nodes = dense._scorer.lex_nodes
     assert nodes[0, 1] == len(VOCAB)  # the root (9 first letters) has a row indexed by token
     packed = ctc._packed_trie
     monkeypatch.setattr(ctc, "_packed_trie", lambda trie, size: packed(trie, size, dense_from=10**9))
     sparse = CTCBeamDecoder(VOCAB, **options)
-    assert sparse._scorer[7][0, 1] == 9  # every node scans its edge list
+    assert sparse._scorer.lex_nodes[0, 1] == 9  # every node scans its edge list
     assert dense.nbest(batch) == sparse.nbest(batch)
 
 

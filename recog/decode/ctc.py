@@ -14,16 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recog.decode.kernels import (
-    LM_ENTRY_DTYPE,
-    LM_STATE_DTYPE,
-    MODE_CHAR,
-    MODE_NONE,
-    MODE_WORD,
-    TRIE_EDGE_DTYPE,
-    beam_search,
-)
+from recog.decode.kernels import MODE_CHAR, MODE_NONE, MODE_WORD, TRIE_EDGE_DTYPE, Scorer, beam_search
 from recog.decode.lm import BOS, EOS, SPACE, UNK, NGramLM
+from recog.decode.lm_table import LM_ENTRY_DTYPE, LM_STATE_DTYPE, LMTables
 from recog.decode.transcript import Transcript, Word
 from recog.vocab import Vocab
 
@@ -225,34 +218,38 @@ class CTCBeamDecoder:
             "smear": np.where(np.isfinite(smear), smear, 0.0),
         }
 
-    def _build_scorer(self) -> tuple:
-        """The tuple `kernels.beam_search` reads its scoring tables from."""
+    def _build_scorer(self) -> Scorer:
+        """The tables `kernels.beam_search` scores prefixes with."""
         lm = self.lm
         if lm is None:
             table = np.zeros(2, LM_ENTRY_DTYPE)
             table["key"] = -1  # empty
-            lm_arrays = (table, 1, np.zeros(1, LM_STATE_DTYPE), 0.0)
+            lm_arrays = LMTables(table, 1, np.zeros(1, LM_STATE_DTYPE), 0.0)
             token_unit, root_state, eos = np.zeros(len(self.vocab), np.int32), 0, 0
         else:
             lm_arrays = lm.arrays()
             names = [SPACE if token == " " else token for token in self.vocab.tokens]
             token_unit = np.array([lm.index.get(name, 0) for name in names], np.int32)
             root_state, eos = lm.start(), lm.index[EOS]
-        trie, (goto, partial, output) = self._trie, self._automaton
-        return (
-            self.mode,
-            lm_arrays,
-            float(self.lm_weight),
-            float(self.word_score),
-            float(self.unk_score),
-            self.lexicon_words is not None,
-            token_unit,
-            *_packed_trie(trie, len(self.vocab)),
-            *(goto, partial, output),
-            self.space,
-            root_state,
-            eos,
-            self._margin(lm_arrays[3]),
+        lex_nodes, lex_edges = _packed_trie(self._trie, len(self.vocab))
+        goto, partial, output = self._automaton
+        return Scorer(
+            mode=self.mode,
+            lm=lm_arrays,
+            lm_weight=float(self.lm_weight),
+            word_score=float(self.word_score),
+            unk_score=float(self.unk_score),
+            has_lexicon=self.lexicon_words is not None,
+            token_unit=token_unit,
+            lex_nodes=lex_nodes,
+            lex_edges=lex_edges,
+            hot_goto=goto,
+            hot_partial=partial,
+            hot_output=output,
+            space=self.space,
+            root_lm=root_state,
+            eos=eos,
+            margin=self._margin(lm_arrays.unk_logp),
         )
 
     def _margin(self, unk_logp: float) -> float:

@@ -1,4 +1,4 @@
-"""The compiled inner loops of `recog.decode.ctc`: n-gram lookup and CTC prefix beam search (numba).
+"""The compiled CTC prefix beam search of `recog.decode.ctc` (numba).
 
 One compiled call searches a whole batch; beam entries are prefix-tree nodes carrying LM, lexicon and
 hotword state. Design, pruning and data layout: docs/decoding.md."""
@@ -6,9 +6,12 @@ hotword state. Design, pruning and data layout: docs/decoding.md."""
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
+
+from recog.decode.lm_table import hash_slot, lm_lookup
 
 NEG_INF = -np.inf
 MODE_NONE, MODE_WORD, MODE_CHAR = 0, 1, 2
@@ -20,68 +23,11 @@ INT_COLUMNS = 9
 # node columns: floats (fixed: the settled LM/lexicon/hotword score; bonus: fixed + look-ahead)
 FIXED, BONUS, END_FIXED = range(3)
 FLOAT_COLUMNS = 3
-LM_ENTRY_DTYPE = np.dtype([("key", np.int64), ("logp", np.float32), ("next", np.int32)])
-LM_STATE_DTYPE = np.dtype([("backoff", np.float32), ("parent", np.int32)])
 LM_CACHE_DTYPE = np.dtype([("key", np.int64), ("next", np.int64), ("logp", np.float64)])
 # recent word LM lookups, direct-mapped (96 KB; prefixes in a beam share histories, and a batch call keeps
 # it across utterances). A slot holds key + 1, so a zeroed slot is empty.
 LM_CACHE_SIZE = 4096
 TRIE_EDGE_DTYPE = np.dtype([("token", np.int32), ("child", np.int32), ("smear", np.float64)])
-_HASH = np.uint64(0x9E3779B97F4A7C15)
-_SHIFT = np.uint64(29)
-
-
-@njit(cache=True, inline="always")
-def _slot(key: int, mask: int) -> int:
-    mixed = np.uint64(key) * _HASH
-    return np.int64((mixed ^ (mixed >> _SHIFT)) & np.uint64(mask))
-
-
-@njit(cache=True, nogil=True)
-def build_table(entry_context, entry_unit, entry_logp, entry_next, n_units):
-    """Open addressing, load <= 1/2, one 16-byte record per slot (a lookup reads one cache line):
-    key context * n_units + unit (-1: empty), ln p, next state."""
-    size = 2
-    while size < 2 * len(entry_context) + 2:
-        size *= 2
-    table = np.zeros(size, LM_ENTRY_DTYPE)
-    for slot in range(size):
-        table[slot].key = -1
-    mask = size - 1
-    for entry in range(len(entry_context)):
-        key = np.int64(entry_context[entry]) * n_units + entry_unit[entry]
-        slot = _slot(key, mask)
-        while table[slot].key != -1 and table[slot].key != key:
-            slot = (slot + 1) & mask
-        table[slot].key, table[slot].logp, table[slot].next = key, entry_logp[entry], entry_next[entry]
-    return table
-
-
-@njit(cache=True, inline="always")
-def _lm_score(table, n_units, states, unk_logp, state, unit):
-    mask = len(table) - 1
-    total = 0.0
-    while True:
-        key = np.int64(state) * n_units + unit
-        slot = _slot(key, mask)
-        while True:
-            found = table[slot].key
-            if found == key:
-                return total + table[slot].logp, np.int64(table[slot].next)
-            if found == -1:
-                break
-            slot = (slot + 1) & mask
-        if state == 0:
-            return total + unk_logp, np.int64(0)
-        total += states[state].backoff  # back off: the state's weight, then its parent (shorter) history
-        state = np.int64(states[state].parent)
-
-
-@njit(cache=True, nogil=True)
-def lm_score(lm, state, unit):
-    """(ln p(unit | state), next state), backing off through shorter histories; unknown -> <unk>."""
-    table, n_units, states, unk_logp = lm
-    return _lm_score(table, n_units, states, unk_logp, state, unit)
 
 
 def _softplus_table(steps_per_unit: int, span: float) -> np.ndarray:
@@ -167,53 +113,88 @@ def _grow_output(array, needed):
     return bigger
 
 
+# The search's inputs and work arrays, by name. Numba passes named tuples unboxed (as plain tuples).
+# `_search` takes each array out once per utterance: taking one out of a tuple inside a loop costs
+# atomic reference counting. For the same reason the frame loop is one function: split into steps
+# that take arrays, it ran 5-15% slower on the synthetic benchmark whether the steps were inlined
+# (an inlined body counts references to each array it is handed) or called once per frame.
+Scorer = namedtuple(
+    "Scorer",
+    "mode lm lm_weight word_score unk_score has_lexicon token_unit lex_nodes lex_edges "
+    "hot_goto hot_partial hot_output space root_lm eos margin",
+)
+Scorer.__doc__ = """What scores a prefix besides the acoustics: mode (MODE_NONE/WORD/CHAR), lm (LMTables),
+the weights, whether a lexicon was given, the LM unit of each token (character LMs), the lexicon trie
+(per node: first edge, edge count, word id or -1, 0; per edge a TRIE_EDGE_DTYPE record, see
+`ctc._packed_trie`), the hotword automaton (goto table, partial-match bonus and output bonus per
+state), the space token (-1: none), the LM's start state and </s> unit, and `margin`, the most one
+token can raise a prefix's bonus (it bounds which extensions can make the beam)."""
+Beam = namedtuple("Beam", "node blank token last parent totals reach")
+Beam.__doc__ = """Per beam entry: its node, ln p of its paths ending in blank and in its last token, that
+token, the slot of its parent prefix in the beam (-1: not there), ln p of all its paths, and the best
+bonus a child of it can reach."""
+Candidates = namedtuple("Candidates", "node parent token lm lex hot fixed bonus blank end score total")
+Candidates.__doc__ = """Per candidate for the next beam (the entries first, then new prefixes): its node
+(-1 until a new prefix makes the beam), parent entry and token, the child's LM state, lexicon node and
+hotword state, fixed score and bonus, ln p of its paths ending in blank and in the token, its score
+(paths + bonus) and ln p of all its paths."""
+Work = namedtuple("Work", "beam cand scratch child_slot tokens final heap lm_cache")
+Work.__doc__ = """Everything a search writes besides the node tables, allocated once per batch call:
+the beam, the candidates, scratch, (entry, token) -> slot of that child in the beam (-1: none), the
+tokens tried this frame, the complete scores of the last beam, the heap of the best candidate scores,
+and the cache of recent word LM lookups."""
+
+
+@njit(cache=True)
+def _new_work(beam, vocab):
+    most = beam * vocab + beam  # every entry extended by every token, and the entries themselves
+    entries = Beam(
+        np.zeros(beam, np.int32),
+        np.zeros(beam, np.float64),
+        np.full(beam, NEG_INF),
+        np.zeros(beam, np.int32),
+        np.full(beam, -1, np.int32),
+        np.zeros(beam, np.float64),
+        np.empty(beam, np.float64),
+    )
+    ints, floats = np.empty(most, np.int32), np.empty(most, np.float64)
+    cand = Candidates(
+        ints, np.empty_like(ints), np.empty_like(ints), np.empty_like(ints), np.empty_like(ints),
+        np.empty_like(ints), floats, np.empty_like(floats), np.empty_like(floats), np.empty_like(floats),
+        np.empty_like(floats), np.empty_like(floats),
+    )  # fmt: skip
+    return Work(
+        entries,
+        cand,
+        np.empty(most, np.float64),
+        np.full(beam * vocab, -1, np.int32),
+        np.empty(vocab, np.int32),
+        np.empty(beam, np.float64),
+        np.empty(beam, np.float64),
+        np.zeros(LM_CACHE_SIZE, LM_CACHE_DTYPE),
+    )
+
+
 @njit(cache=True, nogil=True)
 def beam_search(
     log_probs, offsets, beam, token_min_logp, token_max, blank_skip_logp, beam_prune, nbest, scorer,
     frame_seconds=0.0,
 ):  # fmt: skip
     """CTC prefix beam search over a batch: utterance u is rows offsets[u]:offsets[u + 1] of the
-    (frames, vocab) log-probs (blank = 0). One compiled call for the batch; work arrays are shared.
+    (frames, vocab) log-probs (blank = 0); `scorer` is a Scorer. One compiled call for the batch;
+    work arrays are shared.
 
     Returns flat arrays: per utterance how many hypotheses (none for an empty one); per hypothesis its
     total score, token count and word count; per token its id, the frame it was first emitted on and
     its posterior there; per word (tokens split on spaces) its first and end token within the
     hypothesis, its first and end frame (one past its last character's), its start and end time
     (frames times frame_seconds, to the millisecond) and its mean posterior (to 4 digits)."""
-    vocab = log_probs.shape[1]
     n_utterances = len(offsets) - 1
     capacity = 1024
     ints = np.empty((capacity, INT_COLUMNS), np.int32)
     floats = np.empty((capacity, FLOAT_COLUMNS), np.float64)
-    most = beam * vocab + beam
-    work = (
-        np.zeros(beam, np.int32),  # beam_node
-        np.zeros(beam, np.float64),  # beam_blank
-        np.full(beam, NEG_INF),  # beam_token
-        np.zeros(beam, np.int32),  # beam_last
-        np.full(beam, -1, np.int32),  # beam_parent
-        np.zeros(beam, np.float64),  # totals
-        np.empty(beam, np.float64),  # reach
-        np.empty(most, np.int32),  # cand_node
-        np.empty(most, np.int32),  # cand_parent
-        np.empty(most, np.int32),  # cand_token
-        np.empty(most, np.int32),  # cand_lm
-        np.empty(most, np.int32),  # cand_lex
-        np.empty(most, np.int32),  # cand_hot
-        np.empty(most, np.float64),  # cand_fixed
-        np.empty(most, np.float64),  # cand_bonus
-        np.empty(most, np.float64),  # cand_blank
-        np.empty(most, np.float64),  # cand_end
-        np.empty(most, np.float64),  # cand_score
-        np.empty(most, np.float64),  # cand_total
-        np.empty(most, np.float64),  # scratch
-        np.full(beam * vocab, -1, np.int32),  # child_slot
-        np.empty(vocab, np.int32),  # tokens
-        np.empty(beam, np.float64),  # final
-        np.empty(beam, np.float64),  # heap: the beam best candidate scores so far (a min-heap)
-        np.zeros(LM_CACHE_SIZE, LM_CACHE_DTYPE),  # lm_cache
-    )
-    space = scorer[12]
+    work = _new_work(beam, log_probs.shape[1])
+    space = scorer.space
     counts = np.zeros(n_utterances, np.int32)
     scores = np.empty(n_utterances * nbest, np.float64)
     lengths = np.zeros(n_utterances * nbest, np.int32)
@@ -241,7 +222,7 @@ def beam_search(
             floats,
             work,
         )
-        beam_node, final = work[0], work[22]
+        beam_node, final = work.beam.node, work.final
         order = np.argsort(-final[:n_best])[: min(nbest, n_best)]
         counts[u] = len(order)
         for rank in range(len(order)):
@@ -306,16 +287,24 @@ def _search(
 ):
     """One utterance. Leaves the final beam in work (its nodes, their complete scores) and returns the
     node tables (grown if need be) and the beam's size."""
-    # every table unpacked once: array temporaries inside the loop would cost reference counting
-    mode, lm, lm_weight, word_score, unk_score, has_lexicon, token_unit = scorer[:7]
-    # per node: first edge, edge count (vocab: a row indexed by token), word; per edge: token, child, smear
-    lex_nodes, lex_edges = scorer[7:9]
-    hot_goto, hot_partial, hot_output, space, root_lm, eos, margin = scorer[9:16]
-    table, n_units, states, unk_logp = lm
-    beam_node, beam_blank, beam_token, beam_last, beam_parent, totals, reach = work[:7]
-    cand_node, cand_parent, cand_token, cand_lm, cand_lex, cand_hot = work[7:13]
-    cand_fixed, cand_bonus, cand_blank, cand_end, cand_score, cand_total, scratch = work[13:20]
-    child_slot, tokens, final, heap, lm_cache = work[20:25]
+    mode, lm_weight, word_score, unk_score = (
+        scorer.mode,
+        scorer.lm_weight,
+        scorer.word_score,
+        scorer.unk_score,
+    )
+    has_lexicon, space, margin = scorer.has_lexicon, scorer.space, scorer.margin
+    token_unit, lex_nodes, lex_edges = scorer.token_unit, scorer.lex_nodes, scorer.lex_edges
+    hot_goto, hot_partial, hot_output = scorer.hot_goto, scorer.hot_partial, scorer.hot_output
+    table, n_units, states, unk_logp = scorer.lm
+    entries, cand = work.beam, work.cand
+    beam_node, beam_blank, beam_token, beam_last = entries.node, entries.blank, entries.token, entries.last
+    beam_parent, totals, reach = entries.parent, entries.totals, entries.reach
+    cand_node, cand_parent, cand_token = cand.node, cand.parent, cand.token
+    cand_lm, cand_lex, cand_hot, cand_fixed, cand_bonus = cand.lm, cand.lex, cand.hot, cand.fixed, cand.bonus
+    cand_blank, cand_end, cand_score, cand_total = cand.blank, cand.end, cand.score, cand.total
+    scratch, child_slot, tokens, final = work.scratch, work.child_slot, work.tokens, work.final
+    heap, lm_cache = work.heap, work.lm_cache
     frames, vocab = log_probs.shape
     has_trie = len(lex_nodes) > 0
     unk_lookahead = lm_weight * unk_logp + (unk_score if has_lexicon else 0.0)
@@ -324,19 +313,18 @@ def _search(
     space_gain = max(0.0, word_score) + unk_gain + margin
     capacity = len(ints)
     root_hot = hot_goto[0, space] if space >= 0 else 0
-    ints[0, PARENT], ints[0, TOKEN], ints[0, FRAME], ints[0, LM_STATE] = -1, space, -1, root_lm
+    ints[0, PARENT], ints[0, TOKEN], ints[0, FRAME], ints[0, LM_STATE] = -1, space, -1, scorer.root_lm
     ints[0, LEX], ints[0, HOT], ints[0, STAMP], ints[0, SLOT] = 0, root_hot, 0, 0
     ints[0, END_STATE] = -1
     floats[0, FIXED], floats[0, BONUS] = 0.0, hot_partial[root_hot]
     count = 1
-    # the beam: node, paths ending in blank / in the last token, last token, parent's slot (or -1)
     beam_node[:] = 0
     beam_blank[:] = 0.0
     beam_token[:] = NEG_INF
     beam_last[:] = space
     beam_parent[:] = -1
     beam_size = 1
-    totals[:] = 0.0  # per entry: all its paths, blank- and token-ending
+    totals[:] = 0.0
     skipped, n_skipped, step = 0.0, 0, 0
     for t in range(frames):
         blank_logp = log_probs[t, 0]
@@ -452,9 +440,9 @@ def _search(
                             child_fixed += unk_score
                     if mode == MODE_WORD:
                         key = np.int64(lm_state) * n_units + max(word, 0)
-                        cached = lm_cache[_slot(key, len(lm_cache) - 1)]
+                        cached = lm_cache[hash_slot(key, len(lm_cache) - 1)]
                         if cached.key != key + 1:
-                            logp, next_state = _lm_score(
+                            logp, next_state = lm_lookup(
                                 table, n_units, states, unk_logp, lm_state, max(word, 0)
                             )
                             cached.key, cached.logp, cached.next = key + 1, logp, next_state
@@ -477,7 +465,7 @@ def _search(
                         child_fixed += unk_score
                     lex = child
                 if mode == MODE_CHAR:
-                    logp, lm_state = _lm_score(table, n_units, states, unk_logp, lm_state, token_unit[c])  # fmt: skip
+                    logp, lm_state = lm_lookup(table, n_units, states, unk_logp, lm_state, token_unit[c])  # fmt: skip
                     child_fixed += lm_weight * logp
                 hot = hot_goto[hot, c]
                 child_fixed += hot_output[hot]
@@ -543,24 +531,44 @@ def _search(
             parent = ints[node, PARENT]
             beam_parent[i] = ints[parent, SLOT] if parent >= 0 and ints[parent, STAMP] == step else -1
         beam_size = size
-    # complete hypotheses: the last word closed (unless the prefix ends in a space), then </s>
-    for i in range(beam_size):
+    for i in range(beam_size):  # complete hypotheses: the last word closed, then </s>
         node = beam_node[i]
         fixed, lm_state = floats[node, FIXED], ints[node, LM_STATE]
-        if node != 0 and ints[node, TOKEN] != space:
-            lex = ints[node, LEX]
-            word = -1
-            if lex >= 0 and has_trie:
-                word = lex_nodes[lex, 2]
-                if word < 0 and has_lexicon:
-                    fixed += unk_score
-            if mode == MODE_WORD:
-                logp, lm_state = _lm_score(table, n_units, states, unk_logp, lm_state, max(word, 0))  # fmt: skip
-                fixed += lm_weight * logp
-            fixed += word_score
+        if node != 0 and ints[node, TOKEN] != space:  # unless the prefix ends in a space
+            if ints[node, END_STATE] < 0:
+                _end_word(
+                    node, ints, floats, mode, lm_weight, word_score, unk_score, has_lexicon, lex_nodes,
+                    table, n_units, states, unk_logp, lm_cache,
+                )  # fmt: skip
+            lm_state, fixed = ints[node, END_STATE], floats[node, END_FIXED]
             if space >= 0:
                 fixed += hot_output[hot_goto[ints[node, HOT], space]]
         if mode != MODE_NONE:
-            fixed += lm_weight * _lm_score(table, n_units, states, unk_logp, lm_state, eos)[0]  # fmt: skip
+            fixed += lm_weight * lm_lookup(table, n_units, states, unk_logp, lm_state, scorer.eos)[0]
         final[i] = totals[i] + skipped + fixed
     return ints, floats, beam_size
+
+
+@njit(cache=True, inline="always")
+def _end_word(
+    node, ints, floats, mode, lm_weight, word_score, unk_score, has_lexicon, lex_nodes, table, n_units,
+    states, unk_logp, lm_cache,
+):  # fmt: skip
+    """Score the end of node's word (a space, or the end of the utterance) into its END_STATE and
+    END_FIXED: lexicon (unknown-word score), word LM through the cache of recent lookups, insertion
+    score. The extension loop in `_search` does the same inline (as a call there it cost 10%)."""
+    lm_state, lex, fixed = ints[node, LM_STATE], ints[node, LEX], floats[node, FIXED]
+    word = -1
+    if lex >= 0 and len(lex_nodes) > 0:
+        word = lex_nodes[lex, 2]
+        if word < 0 and has_lexicon:  # a prefix of lexicon words, not one itself
+            fixed += unk_score
+    if mode == MODE_WORD:
+        key = np.int64(lm_state) * n_units + max(word, 0)
+        cached = lm_cache[hash_slot(key, len(lm_cache) - 1)]
+        if cached.key != key + 1:
+            logp, next_state = lm_lookup(table, n_units, states, unk_logp, lm_state, max(word, 0))
+            cached.key, cached.logp, cached.next = key + 1, logp, next_state
+        lm_state = cached.next
+        fixed += lm_weight * cached.logp
+    ints[node, END_STATE], floats[node, END_FIXED] = lm_state, fixed + word_score

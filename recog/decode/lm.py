@@ -302,12 +302,12 @@ class NGramLM:
         return Path(path)
 
     # -- scoring ------------------------------------------------------------------------------
-    def arrays(self) -> tuple:
-        """Everything the compiled scorer needs, in the order `kernels.lm_score` takes it, built on first
-        use: the open-addressing hash table (context * units + unit) -> (ln p, next state), the number
-        of units, per state (backoff weight, parent state), and ln p(<unk>)."""
+    def arrays(self):
+        """Everything the compiled scorer needs (`kernels.LMTables`), built on first use: the
+        open-addressing hash table (context * units + unit) -> (ln p, next state), the number of units,
+        per state (backoff weight, parent state), and ln p(<unk>)."""
         if self._arrays is None:
-            from recog.decode.kernels import LM_STATE_DTYPE, build_table
+            from recog.decode.lm_table import LM_STATE_DTYPE, LMTables, build_table
 
             table = build_table(
                 self.entry_context, self.entry_unit, self.entry_logp, self.entry_next, len(self.units)
@@ -316,7 +316,7 @@ class NGramLM:
             states["backoff"], states["parent"] = self.state_backoff, self.state_parent
             unk = self._unigram(UNK)
             unk_logp = float(self.entry_logp[unk]) if unk >= 0 else -100.0
-            self._arrays = (table, len(self.units), states, unk_logp)
+            self._arrays = LMTables(table, len(self.units), states, unk_logp)
         return self._arrays
 
     def _unigram(self, unit: str) -> int:
@@ -325,14 +325,14 @@ class NGramLM:
 
     def unigram_logps(self) -> np.ndarray:
         """ln p(unit) with the empty history, per unit id (the decoder's look-ahead inside words)."""
-        logps = np.full(len(self.units), self.arrays()[-1], np.float64)
+        logps = np.full(len(self.units), self.arrays().unk_logp, np.float64)
         unigrams = self.entry_context == 0
         logps[self.entry_unit[unigrams]] = self.entry_logp[unigrams]
         return logps
 
     def score(self, state: int, unit: str) -> tuple[float, int]:
         """ln p(unit | state) and the next state; unknown units score as <unk>."""
-        from recog.decode.kernels import lm_score
+        from recog.decode.lm_table import lm_score
 
         return lm_score(self.arrays(), state, self.index.get(unit, 0))
 
