@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,16 @@ from recog.checkpoint import CheckpointError
 from recog.config import ConfigError, DecodeConfig
 from recog.datasets.manifest import ManifestError
 from recog.datasets.sets import CorpusError
+from recog.jobs import JobError, StreamError
+from recog.jobs.checks import (
+    beam_width,
+    device,
+    language_model,
+    non_negative_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
 from recog.precision import PRECISIONS, PrecisionError
 
 
@@ -57,9 +68,6 @@ def _load_for_decoding(args: argparse.Namespace):
     from recog.recognizer import Recognizer
     from recog.transcribe import default_device
 
-    if args.lm not in (None, "none") and not Path(args.lm).is_file():
-        print(f"recog: {args.lm}: language model not found", file=sys.stderr)
-        return None, False
     recognizer = Recognizer.load(args.model, default_device() if args.device == "auto" else args.device)
     beam = args.beam is not None or args.lm is not None
     if beam:
@@ -68,7 +76,7 @@ def _load_for_decoding(args: argparse.Namespace):
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from recog.transcribe import Options, TranscribeError, run
+    from recog.transcribe import Options, run
 
     recognizer, beam = _load_for_decoding(args)
     if recognizer is None:
@@ -88,11 +96,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         progress=args.progress,
         stream=None if args.output else sys.stdout,
     )
-    try:
-        summary = run(recognizer, args.paths, options)
-    except TranscribeError as error:
-        print(f"recog: TranscribeError: {error}", file=sys.stderr)
-        return 2
+    summary = run(recognizer, args.paths, options)
     print(f"recog: {summary.line()}", file=sys.stderr)
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
@@ -102,7 +106,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from recog.read import ReadError, ReadOptions, run
+    from recog.read import ReadOptions, run
 
     recognizer, beam = _load_for_decoding(args)
     if recognizer is None:
@@ -114,14 +118,11 @@ def cmd_read(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         retry_failed=args.retry_failed,
+        shard=args.shard,
         progress=args.progress,
         stream=None if args.output else sys.stdout,
     )
-    try:
-        summary = run(recognizer, args.paths, options)
-    except ReadError as error:
-        print(f"recog: ReadError: {error}", file=sys.stderr)
-        return 2
+    summary = run(recognizer, args.paths, options)
     print(f"recog: {summary.line()}", file=sys.stderr)
     if summary.failed and (args.strict or summary.failed == summary.files):
         return 1
@@ -129,7 +130,7 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from recog.transcribe import merge
+    from recog.jobs import merge
 
     count = merge(Path(args.output), [Path(part) for part in args.parts])
     print(f"recog: {args.output}: {count} files", file=sys.stderr)
@@ -140,8 +141,13 @@ class BeamWidth(argparse.Action):
     """`--beam` alone (the checkpoint's width) or `--beam N`; `--beam file.wav` keeps file.wav as input."""
 
     def __call__(self, parser, namespace, value, option_string=None):
-        if value is None or value.isdigit():
-            namespace.beam = int(value) if value else 0
+        if value is not None and value.lstrip("+-").isdigit():
+            try:
+                namespace.beam = beam_width(value)
+            except argparse.ArgumentTypeError as error:
+                parser.error(f"argument --beam: {error}")
+        elif value is None:
+            namespace.beam = 0
         else:
             namespace.beam = 0
             namespace.leading_paths = [*getattr(namespace, "leading_paths", []), value]
@@ -224,11 +230,16 @@ def floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument as one line (`recog transcribe: error: ...`), not usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"recog: {self.prog.removeprefix('recog ')}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recog", description="Speech and handwriting recognition with recurrent CTC models"
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="recog", description="Speech and handwriting recognition with recurrent CTC models")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = commands.add_parser("train", help="train a model from a YAML config")
     train.add_argument("config", help="YAML config, e.g. configs/speech.yaml")
@@ -262,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument(
         "paths", nargs="+", help="audio files, folders (recursive), list files (.txt) or JSONL manifests"
     )
-    transcribe.add_argument("-o", "--output", help="JSONL output, resumed when it exists (default: stdout)")
+    transcribe.add_argument(
+        "-o", "--output", type=output_file, help="JSONL output, resumed when it exists (default: stdout)"
+    )
     transcribe.add_argument(
         "--format", default="jsonl", help="comma list of jsonl,txt,srt,vtt: per-file files into --out-dir"
     )
@@ -274,11 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="beam search with the checkpoint's lexicon and LM; N: beam width (default: the checkpoint's)",
     )
-    transcribe.add_argument("--lm", help="another word LM (ARPA) for beam search, or 'none'")
-    transcribe.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-    transcribe.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio per batch")
     transcribe.add_argument(
-        "--chunk-seconds", type=float, default=30.0, help="longer recordings are cut (at pauses) into pieces"
+        "--lm", type=language_model, help="another word LM (ARPA) for beam search, or 'none'"
+    )
+    transcribe.add_argument(
+        "--workers", type=non_negative_int, help="worker processes (default: one per core)"
+    )
+    transcribe.add_argument(
+        "--batch-seconds", type=positive_float, default=120.0, help="padded audio per batch"
+    )
+    transcribe.add_argument(
+        "--chunk-seconds",
+        type=positive_float,
+        default=30.0,
+        help="longer recordings are cut (at pauses) into pieces",
     )
     transcribe.add_argument(
         "--precision",
@@ -287,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="model arithmetic; auto: bf16 where the hardware has it (about 2x faster, same WER), else "
         "fp32; a forced bf16 or fp16 the device lacks is refused before any work (fp16: CUDA only)",
     )
-    transcribe.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
+    transcribe.add_argument(
+        "--device", type=device, default="auto", help="auto (GPU if present), cpu, cuda, cuda:1"
+    )
     transcribe.add_argument(
         "--ref",
         help="references for a WER/CER report: a JSONL manifest, or 'txt' for NAME.txt beside each file",
@@ -313,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="ink files (.inkml .xml .json) or images (.png .jpg .tif .bmp), folders (recursive)",
     )
-    read.add_argument("-o", "--output", help="JSONL output, resumed when it exists (default: stdout)")
+    read.add_argument(
+        "-o", "--output", type=output_file, help="JSONL output, resumed when it exists (default: stdout)"
+    )
     read.add_argument(
         "--beam",
         nargs="?",
@@ -321,25 +347,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="beam search with the checkpoint's lexicon and LM; N: beam width (default: the checkpoint's)",
     )
-    read.add_argument("--lm", help="another word LM (ARPA) for beam search, or 'none'")
-    read.add_argument("--batch-size", type=int, default=16, help="files per batch")
-    read.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    read.add_argument("--lm", type=language_model, help="another word LM (ARPA) for beam search, or 'none'")
+    read.add_argument("--batch-size", type=positive_int, default=16, help="files per batch")
+    read.add_argument("--workers", type=non_negative_int, help="worker processes (default: one per core)")
     read.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="fp32",
         help="model arithmetic; auto: bf16 where the hardware has it, else fp32 (fp16: CUDA only)",
     )
-    read.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
+    read.add_argument(
+        "--device", type=device, default="auto", help="auto (GPU if present), cpu, cuda, cuda:1"
+    )
     read.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
     read.add_argument("--retry-failed", action="store_true", help="on resume, retry files that failed")
+    read.add_argument(
+        "--shard", type=shard, metavar="RANK/WORLD", help="this machine's share (then: recog merge)"
+    )
     read.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr"
     )
     read.set_defaults(func=cmd_read)
 
-    merge = commands.add_parser("merge", help="merge the JSONL parts of a sharded transcription")
-    merge.add_argument("-o", "--output", required=True, help="merged JSONL (its own lines are kept)")
+    merge = commands.add_parser(
+        "merge",
+        help="merge the JSONL parts of a sharded transcribe or read; removes only the parts it checked "
+        "(ledgers of the same model) and merged",
+    )
+    merge.add_argument(
+        "-o", "--output", type=output_file, required=True, help="merged JSONL (its own lines are kept)"
+    )
     merge.add_argument("parts", nargs="+")
     merge.set_defaults(func=cmd_merge)
 
@@ -381,12 +418,34 @@ def main(argv: list[str] | None = None) -> int:
         args.paths = [*args.leading_paths, *args.paths]
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, ManifestError, AudioError, CorpusError, PrecisionError) as error:
+    except StreamError as error:  # stdout is full or closed: say so once, and write nothing more there
+        print(f"recog: {error}", file=sys.stderr)
+        silence_stdout()
+        return 2
+    except (
+        ConfigError,
+        CheckpointError,
+        ManifestError,
+        AudioError,
+        CorpusError,
+        PrecisionError,
+        JobError,
+    ) as error:
         print(f"recog: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("recog: interrupted", file=sys.stderr)
         return 130
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -10,18 +10,18 @@ text, and the boundary between two characters is the middle of the blank frames 
 beam decoder spells a word outside its lexicon, so it is placed like any other; with the flashlight
 engine such a word is "<unk>" and has no position.
 
-Output and resume reuse `recog transcribe`'s ledger: every finished file is appended and flushed,
-a torn last line is cut off on restart, and a finished run is rewritten once in input order.
+Output, resume, shards (--shard RANK/WORLD or torchrun), order and progress are the job layer's
+(`recog.jobs`), as for `recog transcribe`: every finished file is appended and flushed, a torn last
+line is cut off on restart, and a finished run is rewritten once in input order. A batch is decoded
+in one decoder call; a batch that fails as a whole is retried one file at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,16 +34,17 @@ from recog.features.image import column_sources
 from recog.features.strokes import input_point_indices
 from recog.image import IMAGE_EXTENSIONS, ImageError, read_image
 from recog.ink import INK_EXTENSIONS, InkError, read_ink
+from recog.jobs import JobError, JobOptions, check_task, isolated, model_tag, run_job, walk
+from recog.jobs.checks import check_numbers
 from recog.precision import resolve_precision
-from recog.transcribe import Ledger, merge
-from recog.transcribe.batches import batch_loader, file_progress
+from recog.transcribe.batches import batch_loader
 
 SUFFIXES = {"ink": INK_EXTENSIONS, "image": IMAGE_EXTENSIONS}
 KIND_NAMES = {"ink": "an ink file", "image": "an image"}
 UNKNOWN_WORD = "<unk>"  # what the flashlight beam decoder writes for a word outside its lexicon
 
 
-class ReadError(Exception):
+class ReadError(JobError):
     """A problem with the run as a whole (no readable files, wrong kind of model), not with one file."""
 
 
@@ -55,6 +56,7 @@ class ReadOptions:
     batch_size: int = 16  # files per batch
     workers: int | None = None  # worker processes; None: one per core, 0: all in this process
     retry_failed: bool = False  # on resume, try again the files whose line has an error
+    shard: tuple[int, int] | None = None  # (rank, world); None: from torchrun's environment
     progress: bool | None = None  # None: when stderr is a terminal
     stream: object = None  # where lines go without an output file (the CLI passes stdout)
 
@@ -76,16 +78,12 @@ class ReadSummary:
 
 # ---------------------------------------------------------------- inputs
 def collect_files(paths: list[str], task: str) -> list[str]:
-    """Files as given, and inside folders (recursively) the files this model reads, each once, in
-    order. A named file of another kind still becomes an input: its line tells what is wrong."""
+    """Files as given, and inside folders (recursively, cycle-safe) the files this model reads, each
+    once, in order. A named file of another kind still becomes an input: its line tells what is wrong."""
     found: dict[str, None] = {}
     for given in paths:
         if Path(given).is_dir():
-            for root, folders, files in os.walk(given, followlinks=True):
-                folders[:] = sorted(name for name in folders if not name.startswith("."))
-                for name in sorted(files):
-                    if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES[task]:
-                        found.setdefault(os.path.join(root, name))
+            found.update(dict.fromkeys(walk(given, SUFFIXES[task])))
         else:
             found.setdefault(given)
     return list(found)
@@ -261,7 +259,8 @@ def failure(path: str, error: str) -> dict:
 # ---------------------------------------------------------------- batches in worker processes
 class BatchReader(torch.utils.data.Dataset):
     """Batch number -> [(file number, record)]: files read, turned into frames, run through the model
-    and decoded; a file that fails gets an error record and the rest of the batch goes on."""
+    and decoded in one decoder call; a file that fails gets an error record and the rest of the batch
+    goes on (a batch that fails as a whole is run again one file at a time)."""
 
     def __init__(self, recognizer, files: list[str], batches: list[list[int]], options: ReadOptions):
         self.recognizer, self.files, self.batches, self.options = recognizer, files, batches, options
@@ -274,27 +273,42 @@ class BatchReader(torch.utils.data.Dataset):
         for index in self.batches[number]:
             path = self.files[index]
             try:
-                ready.append((index, *load_input(recognizer, path)))
+                ready.append([index, *load_input(recognizer, path), None, None])
             except (InkError, ImageError) as error:
                 done.append((index, failure(path, str(error))))
             except Exception as error:  # a library failing on one odd file must not stop the batch
                 done.append((index, failure(path, f"{path}: {type(error).__name__}: {error}")))
-        if ready:
-            log_probs = recognizer.forward([frames for _, frames, _, _ in ready], self.options.precision)
-            decoder = recognizer.decoder(self.options.decoder)
-            flashlight = self.options.decoder == "beam" and recognizer.decode_config.engine == "flashlight"
-            unknown_word = UNKNOWN_WORD if flashlight else None
-            for (index, _, places, facts), scores in zip(ready, log_probs, strict=True):
-                path = self.files[index]
-                try:
-                    if scores.shape[0] == 0:  # shorter than one output frame: nothing to read
-                        transcript = Transcript("")
-                    else:
-                        transcript = decoder(scores.unsqueeze(0), torch.tensor([scores.shape[0]]))[0]
-                    record = record_for(path, transcript, scores, recognizer, places, facts, unknown_word)
-                    done.append((index, record))
-                except Exception as error:
-                    done.append((index, failure(path, f"{path}: {type(error).__name__}: {error}")))
+        if not ready:
+            return done
+        failed: dict[int, str] = {}
+
+        def run(batch: list[list]) -> None:  # each item: [index, frames, places, facts, log-probs, text]
+            log_probs = recognizer.forward([item[1] for item in batch], self.options.precision)
+            decodable = []
+            for item, scores in zip(batch, log_probs, strict=True):
+                item[4], item[5] = scores, Transcript("")  # shorter than one output frame: nothing to read
+                if scores.shape[0]:
+                    decodable.append(item)
+            transcripts = recognizer.decode([item[4] for item in decodable], self.options.decoder)
+            for item, transcript in zip(decodable, transcripts, strict=True):
+                item[5] = transcript
+
+        def fail(item: list, error: BaseException) -> None:
+            failed[item[0]] = f"{self.files[item[0]]}: {type(error).__name__}: {error}"
+
+        isolated(ready, run, fail)
+        flashlight = self.options.decoder == "beam" and recognizer.decode_config.engine == "flashlight"
+        unknown_word = UNKNOWN_WORD if flashlight else None
+        for index, _, places, facts, scores, transcript in ready:
+            path = self.files[index]
+            if index in failed:
+                done.append((index, failure(path, failed[index])))
+                continue
+            try:
+                record = record_for(path, transcript, scores, recognizer, places, facts, unknown_word)
+                done.append((index, record))
+            except Exception as error:
+                done.append((index, failure(path, f"{path}: {type(error).__name__}: {error}")))
         return done
 
 
@@ -315,53 +329,51 @@ def run(recognizer, paths: list[str], options: ReadOptions) -> ReadSummary:
     """Read everything in `paths` that the output does not have yet; see the module docstring."""
     started = time.perf_counter()
     options = dataclasses.replace(options, precision=resolve_precision(options.precision, recognizer.device))
-    if recognizer.task not in SUFFIXES:
-        raise ReadError(f"this is a {recognizer.task} model: `recog read` needs an ink or image model")
+    check_task(recognizer, tuple(SUFFIXES), "recog read", error=ReadError)
     if options.decoder not in ("greedy", "beam"):
         raise ReadError(f"unknown decoder {options.decoder!r}: expected greedy or beam")
+    check_numbers(batch_size=options.batch_size)
+    if options.workers is not None and options.workers < 0:
+        raise ReadError(f"workers must be 0 or more, got {options.workers}")
     files = collect_files(paths, recognizer.task)
     if not files:
         raise ReadError(f"no {' '.join(SUFFIXES[recognizer.task])} files in {' '.join(paths)}")
-    summary = ReadSummary(files=len(files))
-    output = Path(options.output) if options.output else None
-    ledger = Ledger(output, options.retry_failed) if output else None
-    if ledger is not None and ledger.repaired:
-        print(f"recog: {output}: cut off a torn last line left by an interrupted run", file=sys.stderr)
-    done = ledger.done if ledger else {}
-    summary.resumed = sum(path in done for path in files)
-    summary.failed = sum(bool(done[path][1]) for path in files if path in done)
-    todo = [index for index, path in enumerate(files) if path not in done]
-    batches = plan(files, todo, options.batch_size)
-    if options.decoder == "beam":
-        recognizer.decoder("beam")  # the LM loaded and recog's kernels compiled once, before the workers fork
-    workers = len(os.sched_getaffinity(0)) if options.workers is None else options.workers
-    if torch.device(recognizer.device).type != "cpu":
-        workers = 0  # a GPU model runs in this process (forked workers cannot use CUDA)
-    workers = min(workers, len(batches))
-    loader = batch_loader(BatchReader(recognizer, files, batches, options), workers)
-    progress = file_progress(len(files), summary.resumed, options.progress)
-    waiting, position = {}, 0  # without an output file, lines go out in input order
-    try:
-        for batch in loader:
-            for index, record in batch:
-                if ledger is not None:
-                    ledger.append(record)
-                elif options.stream is not None:
-                    waiting[index] = record
-                    while position < len(todo) and todo[position] in waiting:
-                        options.stream.write(json.dumps(waiting.pop(todo[position])) + "\n")
-                        options.stream.flush()
-                        position += 1
-                summary.read += 1
-                summary.failed += record["error"] is not None
-                progress.update(1)
-                progress.set_postfix_str(f"{summary.failed} failed")
-    finally:
-        gc.unfreeze()  # batch_loader froze the heap for the workers
-        progress.close()
-        if ledger is not None:
-            ledger.close()
-    if output is not None:
-        merge(output, [], files)  # complete: rewritten once in input order
-    summary.wall_seconds = time.perf_counter() - started
-    return summary
+
+    def process(todo: list[int], emit) -> None:
+        batches = plan(files, todo, options.batch_size)
+        if options.decoder == "beam":
+            recognizer.decoder("beam")  # the LM loaded and recog's kernels compiled once, before workers fork
+        workers = len(os.sched_getaffinity(0)) if options.workers is None else options.workers
+        if torch.device(recognizer.device).type != "cpu":
+            workers = 0  # a GPU model runs in this process (forked workers cannot use CUDA)
+        workers = min(workers, len(batches))
+        try:
+            for batch in batch_loader(BatchReader(recognizer, files, batches, options), workers):
+                for index, record in batch:
+                    emit(index, record)
+        finally:
+            gc.unfreeze()  # batch_loader froze the heap for the workers
+
+    job = JobOptions(
+        output=options.output,
+        retry_failed=options.retry_failed,
+        shard=options.shard,
+        progress=options.progress,
+        stream=options.stream,
+    )
+    result = run_job(
+        files,
+        process,
+        job,
+        model_tag(recognizer),
+        failure=failure,
+        postfix=lambda r: f"{r.failed} failed",
+        model_label=recognizer.checkpoint,
+    )
+    return ReadSummary(
+        files=result.files,
+        resumed=result.resumed,
+        read=result.processed,
+        failed=result.failed,
+        wall_seconds=time.perf_counter() - started,
+    )

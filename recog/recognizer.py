@@ -23,6 +23,7 @@ from recog.decode.transcript import FileTranscript, Transcript
 from recog.features.image import ImageFeatureConfig, ImageFeatures
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.features.strokes import StrokeFeatureConfig, StrokeFeatures
+from recog.jobs.checks import file_sha256
 from recog.metrics import ErrorRate
 from recog.model import CTCModel
 from recog.vocab import Vocab
@@ -76,6 +77,8 @@ class Recognizer:
             self.frame_seconds = 1.0
         self._decoders: dict[str, object] = {}
         self._checkpoint_lm: tuple | None = None  # (NGramLM | None, lexicon words | None), parsed once
+        self.checkpoint: str | None = None  # the file it was loaded from
+        self._model_id: str | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
@@ -100,7 +103,24 @@ class Recognizer:
             raise CheckpointError(
                 f"{path}: checkpoint is incomplete or from an incompatible version ({error})"
             ) from None
-        return cls(model, vocab, features, cmvn, decode, payload.get("language_model"), device, task)
+        recognizer = cls(model, vocab, features, cmvn, decode, payload.get("language_model"), device, task)
+        recognizer.checkpoint = str(path)
+        recognizer._model_id = file_sha256(path)[:16]
+        return recognizer
+
+    @property
+    def model_id(self) -> str:
+        """16 hex digits naming the model in output lines: of the checkpoint file's sha256, or (a model
+        built in memory) of its task, vocabulary and weights."""
+        if self._model_id is None:
+            digest = hashlib.sha256(f"{self.task}\n{''.join(self.vocab.chars)}".encode())
+            for name, tensor in sorted(self.model.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(
+                    tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                )
+            self._model_id = digest.hexdigest()[:16]
+        return self._model_id
 
     def decoder(self, kind: str = "greedy"):
         if kind not in self._decoders:

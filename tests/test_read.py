@@ -126,6 +126,7 @@ def test_read_ink_files_in_three_formats_and_survive_broken_ones(ink_model, tmp_
             "chars",
             "words",
             "error",
+            "model",
         }
         ink = read_ink(record["path"])
         assert record["points"] == ink.num_points
@@ -245,8 +246,11 @@ def test_read_refuses_a_speech_model_and_an_empty_folder(image_model, tmp_path):
     }
     save_checkpoint(payload, tmp_path / "speech.pt")
     result = run_recog("read", "--model", str(tmp_path / "speech.pt"), str(tmp_path / "empty"), check=False)
-    assert result.returncode == 2
-    assert "ReadError: this is a speech model: `recog read` needs an ink or image model" in result.stderr
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert (
+        f"ReadError: {tmp_path / 'speech.pt'}: this is a speech model: `recog read` needs an ink or image "
+        "model (use `recog transcribe` for speech models)"
+    ) in result.stderr
 
 
 # ---------------------------------------------------------------- alignment, by hand and by brute force

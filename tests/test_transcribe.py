@@ -29,6 +29,7 @@ from recog.config import DecodeConfig, FeatureConfig, ModelConfig
 from recog.decode.greedy import GreedyDecoder
 from recog.decode.transcript import Transcript, Word, stitch, to_srt, to_vtt
 from recog.features.speech import CMVN, SpeechFeatures
+from recog.jobs import JobError
 from recog.metrics import ErrorRate
 from recog.model import CTCModel, stack_frames
 from recog.recognizer import Recognizer
@@ -226,11 +227,11 @@ def test_subtitles_and_text_formats():
     assert "01:02:05,500 --> 01:02:06,000" in to_srt(long)
 
 
-def test_ledger_cuts_a_torn_line_and_drops_garbage(tmp_path):
+def test_ledger_cuts_a_torn_line_and_refuses_garbage(tmp_path):
     path = tmp_path / "out.jsonl"
     good = {"path": "a.wav", "text": "hi", "duration": 1.0, "words": [], "error": None}
     failed = {"path": "b.wav", "text": None, "duration": None, "words": [], "error": "b.wav: bad"}
-    path.write_text(json.dumps(good) + "\nnot json\n" + json.dumps(failed) + '\n{"path": "c.wa')
+    path.write_text(json.dumps(good) + "\n" + json.dumps(failed) + '\n{"path": "c.wa')
     ledger = Ledger(path)
     assert ledger.repaired and set(ledger.done) == {"a.wav", "b.wav"}
     ledger.close()
@@ -239,6 +240,12 @@ def test_ledger_cuts_a_torn_line_and_drops_garbage(tmp_path):
     retry = Ledger(path, retry_failed=True)
     retry.close()
     assert set(retry.done) == {"a.wav"} and [r for r, _ in read_records(path)[0]] == [good]
+    # a line that is not ours is not dropped: the file is refused and left as it is
+    path.write_text(json.dumps(good) + "\nnot json\n" + json.dumps(failed) + "\n")
+    before = path.read_bytes()
+    with pytest.raises(JobError, match="line 2: not JSON"):
+        Ledger(path)
+    assert path.read_bytes() == before
 
 
 def test_sources_from_folders_lists_and_manifests(tmp_path):
@@ -282,8 +289,12 @@ def test_merge_keeps_one_line_per_file_a_success_over_an_error_in_the_given_orde
         return json.dumps(record) + "\n"
 
     output, part = tmp_path / "out.jsonl", tmp_path / "out.jsonl.part0of2"
-    output.write_text(line("b.wav", "b.wav: bad") + "garbage\n" + line("a.wav"))
+    output.write_text(line("b.wav", "b.wav: bad") + line("a.wav"))
     part.write_text(line("c.wav") + line("b.wav") + line("a.wav", "a.wav: bad") + '{"path": "d.w')
+    with pytest.raises(JobError, match="last line is torn"):  # a part still unfinished: nothing touched
+        merge(output, [part], ["a.wav", "b.wav", "c.wav"])
+    assert part.exists() and output.read_text() == line("b.wav", "b.wav: bad") + line("a.wav")
+    part.write_text(line("c.wav") + line("b.wav") + line("a.wav", "a.wav: bad"))
     assert merge(output, [part], ["a.wav", "b.wav", "c.wav"]) == 3
     assert output.read_text() == line("a.wav") + line("b.wav") + line("c.wav")
     assert not part.exists()
@@ -344,7 +355,7 @@ def test_bad_files_get_an_error_line_and_the_batch_goes_on(tiny_model, sentences
     assert [Path(line["path"]).name for line in lines] == sorted(names)  # input (folder) order
     for line in lines:
         name = Path(line["path"]).name
-        assert set(line) == {"path", "text", "duration", "words", "error"}
+        assert set(line) == {"path", "text", "duration", "words", "error", "model"}
         if name in expected_errors:
             assert line["text"] is None and line["words"] == []
             assert line["error"].startswith(f"{line['path']}: {expected_errors[name]}"), line["error"]

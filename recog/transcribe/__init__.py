@@ -3,9 +3,10 @@
 Fast: headers are probed (cheap), pieces sorted by duration and batched by padded length; worker
 processes read, resample, compute features, run the model and decode (on a GPU the model runs in the
 main process). Long recordings are cut at pauses, or with overlap where there is none, and stitched
-back. Resumable and lossless: the output JSONL is the record of finished files (append + flush per
-line, a torn last line cut off on restart), every input gets exactly one line, and a finished run is
-rewritten once in input order. Flat memory: nothing per file is held beyond a few numbers and its
+back. Resumable and lossless through the job layer (`recog.jobs`): the output JSONL is the record of
+finished files (append + flush per line, a torn last line cut off on restart, each line naming the
+model that wrote it), every input gets exactly one line, and a finished run is rewritten once in
+input order. Flat memory: nothing per file is held beyond a few numbers and its
 path (see `batches` and `ledger`).
 
 inputs: what to transcribe; batches: planning and the worker side; ledger: the output files;

@@ -16,7 +16,6 @@ from __future__ import annotations
 import gc
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ import torch
 
 from recog.audio import AudioError, find_pause, read_audio, read_region, resample
 from recog.decode.transcript import Transcript
+from recog.jobs import isolated
 from recog.transcribe.options import Options
 
 PAUSE_CONTEXT = 0.1  # seconds kept either side of a cut in a pause (the pause is at least 0.2 s)
@@ -127,7 +127,7 @@ class BatchReader(torch.utils.data.Dataset):
                 result.error = f"{self.plan.path(piece.index)}: {type(error).__name__}: {error}"
             results.append(result)
         if self.decode:
-            transcribe_pieces(self.recognizer, results, self.options, seconds)
+            transcribe_pieces(self.recognizer, results, self.options, seconds, self.plan.path)
         return results, seconds
 
     def load(self, result: Result):
@@ -158,26 +158,37 @@ class BatchReader(torch.utils.data.Dataset):
         return first / native + centre, pause
 
 
-def transcribe_pieces(recognizer, results: list[Result], options: Options, seconds: dict) -> None:
-    """Model and decoder over the readable pieces of one batch (in a worker, or in the main process)."""
+def transcribe_pieces(recognizer, results: list[Result], options: Options, seconds: dict, path_of) -> None:
+    """Model and decoder over the readable pieces of one batch (in a worker, or in the main process).
+    When the batch as a whole fails (MemoryError, or any error from the model on the padded batch), each
+    piece runs alone and only a piece that still fails gets the error (`path_of`: index -> path)."""
     readable = [result for result in results if result.error is None]
     if not readable:
         return
-    clock = time.process_time()
-    log_probs = recognizer.forward([result.frames for result in readable], options.precision)
-    seconds["model"] += time.process_time() - clock
-    clock = time.process_time()
-    decodable = []
-    for result, item in zip(readable, log_probs, strict=True):
+
+    def run(batch: list[Result]) -> None:
+        clock = time.process_time()
+        log_probs = recognizer.forward([result.frames for result in batch], options.precision)
+        seconds["model"] += time.process_time() - clock
+        clock = time.process_time()
+        decodable = []
+        for result, item in zip(batch, log_probs, strict=True):
+            if item.shape[0] == 0:  # shorter than one output frame
+                result.transcript = Transcript("")
+            else:
+                decodable.append((result, item))
+        transcripts = recognizer.decode([item for _, item in decodable], options.decoder)  # one call
+        for (result, _), transcript in zip(decodable, transcripts, strict=True):
+            result.transcript = transcript
+        seconds["decode"] += time.process_time() - clock
+
+    def fail(result: Result, error: BaseException) -> None:
+        result.transcript = None
+        result.error = f"{path_of(result.piece.index)}: {type(error).__name__}: {error}"
+
+    isolated(readable, run, fail)
+    for result in readable:
         result.frames = None
-        if item.shape[0] == 0:  # shorter than one output frame
-            result.transcript = Transcript("")
-        else:
-            decodable.append((result, item))
-    transcripts = recognizer.decode([item for _, item in decodable], options.decoder)  # one call per batch
-    for (result, _), transcript in zip(decodable, transcripts, strict=True):
-        result.transcript = transcript
-    seconds["decode"] += time.process_time() - clock
 
 
 def bound_primitive_cache() -> None:
@@ -213,19 +224,4 @@ def batch_loader(dataset: torch.utils.data.Dataset, workers: int) -> torch.utils
         multiprocessing_context="fork" if workers else None,
         prefetch_factor=2 if workers else None,
         in_order=False,
-    )
-
-
-def file_progress(total: int, initial: int, show: bool | None):
-    """The per-file progress bar on stderr (shown on a terminal unless `show` says otherwise)."""
-    import tqdm
-
-    tqdm.tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
-    return tqdm.tqdm(
-        total=total,
-        initial=initial,
-        unit="file",
-        disable=not (sys.stderr.isatty() if show is None else show),
-        mininterval=0.5,
-        dynamic_ncols=True,
     )

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from recog.jobs import walk
 from recog.transcribe.options import TranscribeError
 
 AUDIO_SUFFIXES = frozenset(
@@ -53,13 +54,8 @@ def collect_sources(paths: list[str]) -> list[Source]:
 
 
 def _walk_audio(folder: Path) -> list[str]:
-    found = []
-    for root, folders, files in os.walk(folder, followlinks=True):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_SUFFIXES:
-                found.append(os.path.relpath(os.path.join(root, name), folder))
-    return found
+    """Audio files under `folder`, relative to it (cycle-safe, each file once: see `recog.jobs.walk`)."""
+    return [os.path.relpath(path, folder) for path in walk(folder, AUDIO_SUFFIXES)]
 
 
 def _read_manifest(path: Path) -> list[tuple[str, str | None]]:

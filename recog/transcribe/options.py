@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from recog.decode.transcript import FileTranscript
+from recog.jobs import JobError
 
 FORMATS = ("jsonl", "txt", "srt", "vtt")
 
 
-class TranscribeError(Exception):
+class TranscribeError(JobError):
     """A problem with the run as a whole (an option, a list file), not with one audio file."""
 
 
