@@ -409,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune_lm.add_argument("--workers", type=int, default=1, help="decoding threads")
     tune_lm.add_argument("-o", "--output", help="write the grid as JSON")
     tune_lm.set_defaults(func=cmd_lm_tune)
+    from recog.datasets.importers.cli import add_parser as add_data_parser
+
+    add_data_parser(commands)
     return parser
 
 
