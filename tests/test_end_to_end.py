@@ -204,7 +204,7 @@ def test_transcribe_writes_one_json_line_per_input_and_survives_a_bad_file(train
     assert [line["path"] for line in lines] == [str(first), str(bad), str(second)]  # the batch went on
     recognizer = Recognizer.load(model)
     for line, path in ((lines[0], first), (lines[2], second)):
-        assert set(line) == {"path", "text", "words", "duration", "error"}
+        assert set(line) == {"path", "text", "words", "duration", "error", "model"}
         assert line["error"] is None
         samples = read_audio(path)
         assert line["duration"] == pytest.approx(len(samples) / 16000)
