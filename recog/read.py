@@ -107,7 +107,7 @@ def load_input(recognizer, path: str) -> tuple[torch.Tensor, np.ndarray, dict]:
         facts = {"points": ink.num_points, "extent": (0, ink.num_points)}
     else:
         ink_map = read_image(path)
-        frames = recognizer.features(ink_map)
+        frames = recognizer.features(ink_map, name=path)
         places, left, right = column_sources(ink_map, recognizer.features.config)
         facts = {"width": ink_map.shape[1], "height": ink_map.shape[0], "extent": (left, right)}
     frames = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
