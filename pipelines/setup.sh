@@ -11,6 +11,9 @@ command -v text2wave >/dev/null || need+=(festival)
 [ -d /usr/share/festival/voices/english/kal_diphone ] || need+=(festvox-kallpc16k)
 [ -d /usr/share/festival/voices/english/ked_diphone ] || need+=(festvox-kdlpc16k)
 command -v sox >/dev/null || need+=(sox)
+# Headless Chromium and its WebDriver: the browser test of `recog serve` (tests/test_serve.py).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 [ -f /usr/share/games/fortunes/fortunes ] || need+=(fortunes fortunes-min)
 ldconfig -p | grep -q libsndfile || need+=(libsndfile1)
 # Outline fonts for the synthetic handwriting corpus (femkeklaver and rufscript are its held-out families).

@@ -129,6 +129,27 @@ def cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from recog.serve import ServeError, load_service, serve
+    from recog.transcribe import default_device
+
+    device = default_device() if args.device == "auto" else args.device
+    decoder = "beam" if args.beam else "greedy"
+    try:
+        service = load_service(args.model, args.ink_model, args.image_model, device=device, decoder=decoder)
+        serve(service, args.host, args.port, verbose=not args.quiet)
+    except ServeError as error:
+        print(f"recog: serve: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the port is taken, the host is not this machine's, ...
+        print(
+            f"recog: serve: cannot listen on {args.host}:{args.port} ({error.strerror or error})",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from recog.jobs import merge
 
@@ -368,6 +389,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr"
     )
     read.set_defaults(func=cmd_read)
+
+    serve = commands.add_parser(
+        "serve", help="a local web page: upload or record audio, write with a pen or mouse, drop a line image"
+    )
+    serve.add_argument("--model", required=True, help="a checkpoint of any kind (speech, ink or image)")
+    serve.add_argument("--ink-model", help="an ink checkpoint as well")
+    serve.add_argument("--image-model", help="a line-image checkpoint as well")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
+    )
+    serve.add_argument("--port", type=non_negative_int, default=8000, help="port (0: any free one)")
+    serve.add_argument(
+        "--beam", action="store_true", help="beam search with each checkpoint's lexicon and LM"
+    )
+    serve.add_argument(
+        "--device", type=device, default="auto", help="auto (GPU if present), cpu, cuda, cuda:1"
+    )
+    serve.add_argument("--quiet", action="store_true", help="do not log each request on stderr")
+    serve.set_defaults(func=cmd_serve)
 
     merge = commands.add_parser(
         "merge",
