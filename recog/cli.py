@@ -42,6 +42,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     recognizer = Recognizer.load(args.model)
     report = {"checkpoint": args.model, "task": recognizer.task, "sets": {}}
+    if args.plots:  # every set's plots folder checked before any work
+        from recog.plots import PlotFolder, PlotsError, eval_plots
+
+        try:
+            folders = {m: PlotFolder(Path(args.plots) / Path(m).stem) for m in args.manifests}
+        except PlotsError as error:
+            print(f"recog: eval: --plots {error}", file=sys.stderr)
+            return 2
     for manifest in args.manifests:
         kept, stored, problems = load_manifest_inputs(
             recognizer.task, manifest, recognizer.vocab, recognizer.features, workers=2
@@ -55,6 +63,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report["sets"][Path(manifest).stem] = recognizer.evaluate(
             kept, stored, kinds=kinds, group_by=args.group_by
         )
+        if args.plots:
+            decoder = "beam" if args.decoder == "beam" else "greedy"
+            plots = eval_plots(recognizer, kept, stored, folders[manifest], Path(manifest).stem, decoder)
+            print(f"recog: eval: plots of {manifest} in {folders[manifest].folder}", file=sys.stderr)
+            report["sets"][Path(manifest).stem]["plots"] = plots["files"]
     print(format_table(report))
     print(format_examples(report))
     if args.output:
@@ -155,6 +168,28 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     count = merge(Path(args.output), [Path(part) for part in args.parts])
     print(f"recog: {args.output}: {count} files", file=sys.stderr)
+    return 0
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from recog.align import INPUT_ERRORS, AlignOptions, read_text, run
+    from recog.recognizer import Recognizer
+
+    if (args.text_file is None) == (args.text is None):
+        print("recog: align: give the text as a file or with --text (one of them)", file=sys.stderr)
+        return 2
+    options = AlignOptions(args.format, args.output, args.force, args.words_per_cue)
+    try:
+        text = args.text if args.text is not None else read_text(args.text_file)
+        recognizer = Recognizer.load(args.model, args.device)
+        record, content = run(recognizer, args.input, text, options, args.text_file or "--text")
+    except INPUT_ERRORS as error:
+        print(f"recog: align: {error}", file=sys.stderr)
+        return 2
+    if record["dropped"]:
+        print(f"recog: align: dropped characters the model lacks: {record['dropped']!r}", file=sys.stderr)
+    if not args.output:
+        sys.stdout.write(content)
     return 0
 
 
@@ -285,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: voice for speech, style for ink, style,font for images)",
     )
     evaluate.add_argument("-o", "--output", help="write the report as JSON")
+    evaluate.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="per set DIR/SET/: character confusions and the worst utterances drawn (decodes once more)",
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     transcribe = commands.add_parser(
@@ -419,6 +459,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("parts", nargs="+")
     merge.set_defaults(func=cmd_merge)
+
+    align = commands.add_parser(
+        "align", help="forced alignment of a known text: word and character times (or ink points, columns)"
+    )
+    align.add_argument("--model", required=True, help="speech, ink or image checkpoint")
+    align.add_argument("input", help="an audio file, ink file or line image")
+    align.add_argument("text_file", nargs="?", help="its text (UTF-8), or give --text")
+    align.add_argument("--text", help="the text itself instead of a file")
+    align.add_argument(
+        "--format", choices=["json", "ctm", "srt"], default="json", help="ctm/srt: speech only"
+    )
+    align.add_argument("-o", "--output", help="write here (default: stdout); an existing file needs --force")
+    align.add_argument("--force", action="store_true", help="replace an existing -o file")
+    align.add_argument(
+        "--words-per-cue", type=non_negative_int, default=0, help="srt: words per cue (0: split at pauses)"
+    )
+    align.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1")
+    align.set_defaults(func=cmd_align)
 
     lm = commands.add_parser("lm", help="language models")
     lm_commands = lm.add_subparsers(dest="lm_command", required=True)
