@@ -1,8 +1,9 @@
-"""Decoders: plain callables `decode(log_probs, lengths) -> list[Transcript]`."""
+"""Decoders: plain callables `decode(log_probs, lengths) -> list[Transcript]` (the `Decoder` protocol)."""
 
+from recog.decode.base import Decoder
 from recog.decode.transcript import Transcript, Word, words_from_emissions
 
-__all__ = ["CTCBeamDecoder", "NGramLM", "Transcript", "Word", "words_from_emissions"]
+__all__ = ["CTCBeamDecoder", "Decoder", "NGramLM", "Transcript", "Word", "words_from_emissions"]
 
 
 def __getattr__(name: str):
