@@ -242,7 +242,8 @@ def cmd_lm_build(args: argparse.Namespace) -> int:
 def cmd_lm_tune(args: argparse.Namespace) -> int:
     from recog.datasets.manifest import read_manifest
     from recog.datasets.shards import from_int16, load_audio
-    from recog.decode.ctc import CTCBeamDecoder, checkpoint_language_model, tune
+    from recog.decode.ctc import CTCBeamDecoder, checkpoint_language_model
+    from recog.decode.tuning import tune
     from recog.recognizer import Recognizer
 
     recognizer = Recognizer.load(args.model)

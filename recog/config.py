@@ -160,31 +160,24 @@ class TrainConfig:
         check_values(self)
 
 
-DECODE_ENGINES = ("recog", "flashlight")
-
-
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Beam search. engine "recog" is recog's own decoder (`recog.decode.ctc`: natural-log LM scores, a
-    soft lexicon that spells unknown words); "flashlight" is torchaudio's (log10 LM scores, unknown
-    words become "<unk>"), kept for checkpoints whose weights were tuned for it."""
+    """Beam search by recog's decoder (`recog.decode.ctc`): natural-log LM scores, a soft lexicon that
+    spells words outside it. The pruning defaults are benchmarks/decoder.py's dev-tuned pick with a word
+    LM for the beam widths without a pick of their own (OURS[True]; 10, 25 and 100 have their own)."""
 
-    engine: str = "recog"  # recog | flashlight
     beam: int = 50
     lm_order: int = 3
     lm_weight: float = 1.0
     word_score: float = 0.5
     unk_score: float = -10.0  # per word outside the lexicon
     lexicon: bool = True
-    # engine recog: per-frame pruning (see recog.decode.ctc.SearchOptions)
+    # per-frame pruning (see recog.decode.ctc.SearchOptions)
     token_min_logp: float = -8.0  # tokens less likely than this in a frame are not tried there
     blank_skip_threshold: float = 0.999  # frames whose blank probability reaches this only extend blanks
-    beam_prune: float = 20.0  # drop hypotheses this far (natural log) below the best
-    # engine flashlight: its pruning
-    beam_size_token: int = 12
-    beam_threshold: float = 25.0
-    # After training, lm_weight and word_score (and for engine recog unk_score; empty: keep it) are
-    # chosen by dev WER over this grid (`recog train`).
+    beam_prune: float = 10.0  # drop hypotheses this far (natural log) below the best
+    # After training, lm_weight, word_score and unk_score (empty: keep it) are chosen by dev WER over
+    # this grid (`recog train`, `recog.decode.tuning`).
     tune_lm_weights: tuple[float, ...] = (0.5, 1.0, 2.0)
     tune_word_scores: tuple[float, ...] = (-1.0, 0.5, 2.0)
     tune_unk_scores: tuple[float, ...] = (-14.0, -10.0, -6.0)
@@ -332,14 +325,11 @@ RULES: dict[type, dict[str, Rule]] = {
         "sortagrad_share": PROBABILITY,
     },
     DecodeConfig: {
-        "engine": one_of(*DECODE_ENGINES),
         "beam": at_least(1),
         "lm_order": at_least(1),
         "token_min_logp": at_most(0.0),
         "blank_skip_threshold": PROBABILITY,
         "beam_prune": above(0.0),
-        "beam_size_token": at_least(1),
-        "beam_threshold": above(0.0),
     },
     Config: {"task": one_of(*TASKS)},
 }

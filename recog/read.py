@@ -7,8 +7,7 @@ worked). A character's position is the range of input it covers: for ink the poi
 document order (all strokes, as in the file), for images the pixel columns [start, end) of the
 original image. Characters are aligned to the model's frames by CTC forced alignment of the decoded
 text, and the boundary between two characters is the middle of the blank frames between them. recog's
-beam decoder spells a word outside its lexicon, so it is placed like any other; with the flashlight
-engine such a word is "<unk>" and has no position.
+beam decoder spells a word outside its lexicon, so it is placed like any other.
 
 Output, resume, shards (--shard RANK/WORLD or torchrun), order and progress are the job layer's
 (`recog.jobs`), as for `recog transcribe`: every finished file is appended and flushed, a torn last
@@ -21,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,6 @@ from recog.transcribe.batches import batch_loader
 
 SUFFIXES = {"ink": INK_EXTENSIONS, "image": IMAGE_EXTENSIONS}
 KIND_NAMES = {"ink": "an ink file", "image": "an image"}
-UNKNOWN_WORD = "<unk>"  # what the flashlight beam decoder writes for a word outside its lexicon
 
 
 class ReadError(JobError):
@@ -156,14 +153,10 @@ def char_positions(
     places: np.ndarray,
     extent: tuple,
     task: str,
-    unknown_word: str | None = None,
 ) -> list[dict]:
     """Each character of `text` with the input range it covers and its confidence. Characters the
-    model cannot write, and the letters of `unknown_word` (flashlight's "<unk>" for a word outside
-    the lexicon), have no position."""
+    model cannot write have no position."""
     unplaced = {index for index, char in enumerate(text) if vocab.unknown_chars(char)}
-    for found in re.finditer(re.escape(unknown_word), text) if unknown_word else ():
-        unplaced.update(range(found.start(), found.end()))
     known = [index for index in range(len(text)) if index not in unplaced]
     chars: list[dict] = [{"char": char, "start": None, "end": None, "confidence": None} for char in text]
     if not known:
@@ -222,9 +215,7 @@ def words_of(chars: list[dict]) -> list[dict]:
     return words
 
 
-def record_for(
-    path: str, transcript, log_probs: torch.Tensor, recognizer, places, facts, unknown_word: str | None = None
-) -> dict:
+def record_for(path: str, transcript, log_probs: torch.Tensor, recognizer, places, facts) -> dict:
     chars = char_positions(
         log_probs,
         transcript.text,
@@ -233,7 +224,6 @@ def record_for(
         places,
         facts["extent"],
         recognizer.task,
-        unknown_word,
     )
     placed = [c["confidence"] for c in chars if c["confidence"] is not None]
     if placed:
@@ -297,15 +287,13 @@ class BatchReader(torch.utils.data.Dataset):
             failed[item[0]] = f"{self.files[item[0]]}: {type(error).__name__}: {error}"
 
         isolated(ready, run, fail)
-        flashlight = self.options.decoder == "beam" and recognizer.decode_config.engine == "flashlight"
-        unknown_word = UNKNOWN_WORD if flashlight else None
         for index, _, places, facts, scores, transcript in ready:
             path = self.files[index]
             if index in failed:
                 done.append((index, failure(path, failed[index])))
                 continue
             try:
-                record = record_for(path, transcript, scores, recognizer, places, facts, unknown_word)
+                record = record_for(path, transcript, scores, recognizer, places, facts)
                 done.append((index, record))
             except Exception as error:
                 done.append((index, failure(path, f"{path}: {type(error).__name__}: {error}")))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from recog.config import Config, DecodeConfig, FeatureConfig, ModelConfig, confi
 from recog.datasets.handwriting import decode_stored
 from recog.datasets.manifest import Utterance
 from recog.datasets.shards import from_int16
-from recog.decode.beam import BeamDecoder, write_lexicon
+from recog.decode.base import Decoder
 from recog.decode.greedy import GreedyDecoder
 from recog.decode.transcript import FileTranscript, Transcript
 from recog.features.image import ImageFeatureConfig, ImageFeatures
@@ -93,11 +93,7 @@ class Recognizer:
                 config_from_dict(ModelConfig, payload["model_config"]), payload["input_dim"], len(vocab)
             )
             model.load_state_dict(payload["model_state"])
-            stored = dict(payload.get("decode", {}))
-            # Checkpoints from before recog's own decoder name no engine: their weights were tuned on
-            # flashlight's (log10) LM scale, so they stay on flashlight and decode as they always did.
-            stored.setdefault("engine", "flashlight")
-            decode = config_from_dict(DecodeConfig, stored)
+            decode = config_from_dict(DecodeConfig, cls._decode_settings(payload.get("decode", {}), path))
             cmvn = CMVN.from_state(payload["cmvn"])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(
@@ -107,6 +103,31 @@ class Recognizer:
         recognizer.checkpoint = str(path)
         recognizer._model_id = file_sha256(path)[:16]
         return recognizer
+
+    @staticmethod
+    def _decode_settings(stored: dict, path: str | Path) -> dict:
+        """A checkpoint's decode settings for recog's decoder. Checkpoints that name engine "flashlight"
+        (the removed torchaudio decoder), or name no engine but carry its pruning (`beam_size_token`: from
+        before recog had its own decoder), were tuned on flashlight's log10 LM scale: their lm_weight is
+        divided by ln 10 (the same fusion on recog's natural-log scale), their flashlight pruning
+        dropped, and a warning says to re-tune. Checkpoints from after the engine was removed name none."""
+        stored = dict(stored)
+        engine = stored.pop("engine", "flashlight" if "beam_size_token" in stored else "recog")
+        if engine not in ("recog", "flashlight"):
+            raise ValueError(f"unknown decoding engine {engine!r}")
+        for name in ("beam_size_token", "beam_threshold"):  # flashlight's pruning
+            stored.pop(name, None)
+        if engine == "flashlight":
+            old = float(stored.get("lm_weight", DecodeConfig.lm_weight))
+            stored["lm_weight"] = old / math.log(10)
+            warnings.warn(
+                f"{path}: its beam search weights were tuned for the flashlight decoder, which recog no "
+                f"longer has; decoding with recog's own, lm_weight {old:g} -> {stored['lm_weight']:.4g} "
+                f"(log10 -> natural log). Re-tune them: recog lm tune --model {path} DEV.jsonl",
+                UserWarning,
+                stacklevel=3,
+            )
+        return stored
 
     @property
     def model_id(self) -> str:
@@ -122,15 +143,11 @@ class Recognizer:
             self._model_id = digest.hexdigest()[:16]
         return self._model_id
 
-    def decoder(self, kind: str = "greedy"):
+    def decoder(self, kind: str = "greedy") -> Decoder:
+        """The greedy or the beam decoder (recog's, with the checkpoint's LM and lexicon), made once."""
         if kind not in self._decoders:
             if kind == "greedy":
                 self._decoders[kind] = GreedyDecoder(self.vocab, self.frame_seconds)
-            elif kind == "beam" and self.decode_config.engine == "flashlight":
-                lexicon, lm = self._language_model_files()
-                self._decoders[kind] = BeamDecoder(
-                    self.vocab, self.decode_config, lexicon, lm, self.frame_seconds
-                )
             elif kind == "beam":
                 if self._checkpoint_lm is None:
                     from recog.decode.ctc import checkpoint_language_model
@@ -163,23 +180,6 @@ class Recognizer:
         )
         decoder(np.full((2, len(self.vocab)), -math.log(len(self.vocab)), np.float32))  # (time, vocab)
         return decoder
-
-    def _language_model_files(self) -> tuple[str | None, str | None]:
-        """The lexicon and ARPA text travel inside the checkpoint; the decoder needs them as files."""
-        if not self.language_model:
-            return None, None
-        digest = hashlib.sha1(self.language_model["arpa"].encode()).hexdigest()[:16]
-        folder = Path(tempfile.gettempdir()) / f"recog-lm-{digest}"
-        folder.mkdir(exist_ok=True)
-        paths = []
-        for name in ("lexicon", "arpa"):
-            path = folder / name
-            if not path.exists():
-                partial = folder / f".{name}.partial"
-                partial.write_text(self.language_model[name])
-                partial.replace(path)
-            paths.append(str(path))
-        return paths[0], paths[1]
 
     def frames(self, sample) -> torch.Tensor:
         """(time, feat) normalised feature frames of one input (no model: safe in worker processes)."""
@@ -236,9 +236,9 @@ class Recognizer:
         return self.decoder(kind)(padded, lengths)
 
     def configure_beam(self, beam: int | None = None, lm: str | None = None) -> None:
-        """Decoding overrides for this session: the beam width, and another word LM (an ARPA file, or for
-        engine recog also a `recog lm build` file; its words join the checkpoint's lexicon) or "none"
-        for lexicon-only beam search."""
+        """Decoding overrides for this session: the beam width, and another word LM (an ARPA or a
+        `recog lm build` file; its words join the checkpoint's lexicon) or "none" for lexicon-only beam
+        search."""
         if beam is not None:
             if beam < 1:
                 raise ValueError(f"beam width must be at least 1, got {beam}")
@@ -253,21 +253,12 @@ class Recognizer:
             arpa = Path(lm)
             if not arpa.is_file():
                 raise FileNotFoundError(f"{arpa}: language model not found")
-        if self.decode_config.engine == "recog":
-            from recog.decode.lm import BOS, EOS, UNK, NGramLM
+        from recog.decode.lm import BOS, EOS, UNK, NGramLM
 
-            model = NGramLM.load(arpa) if arpa else None
-            if model is not None and model.unit == "word":
-                words |= {unit for unit in model.units if unit not in (BOS, EOS, UNK)}
-            self._decoders["beam"] = self._recog_beam(model, sorted(words) or None)
-            return
-        if arpa:
-            words |= arpa_words(arpa)
-        folder = Path(tempfile.mkdtemp(prefix="recog-lm-"))
-        lexicon_path = write_lexicon(words, self.vocab, folder / "lexicon")
-        self._decoders["beam"] = BeamDecoder(
-            self.vocab, self.decode_config, str(lexicon_path), str(arpa) if arpa else None, self.frame_seconds
-        )
+        model = NGramLM.load(arpa) if arpa else None
+        if model is not None and model.unit == "word":
+            words |= {unit for unit in model.units if unit not in (BOS, EOS, UNK)}
+        self._decoders["beam"] = self._recog_beam(model, sorted(words) or None)
 
     def transcribe(self, paths: list[str], output: str | None = None, **options) -> list[FileTranscript]:
         """Transcribe files, folders, list files or manifests: one FileTranscript per audio file found,
@@ -285,48 +276,17 @@ class Recognizer:
         word_scores: tuple[float, ...] = (-1.0, 0.5, 2.0),
         unk_scores: tuple[float, ...] = (),
     ) -> dict:
-        """Grid-search the LM weight, word insertion score and (engine recog, given `unk_scores`) the
-        unknown-word score on a (dev) set by WER, then CER; keeps the best. Returns {"best", "grid"}."""
-        log_probs = self.log_probs([self.stored_input(stored[u.key]) for u in utterances])
-        if self.decode_config.engine == "recog":
-            from recog.decode.ctc import tune
+        """Grid-search the LM weight, word insertion score and (given `unk_scores`; none: keep it) the
+        unknown-word score on a (dev) set by WER, then CER (`recog.decode.tuning.tune`); keeps the best.
+        Returns {"best", "grid"}."""
+        from recog.decode.tuning import WEIGHTS, tune
 
-            decoder = self.decoder("beam")
-            result = tune(
-                decoder,
-                log_probs,
-                [u.text for u in utterances],
-                lm_weights,
-                word_scores,
-                unk_scores or None,
-            )
-            best = result["best"]
-            self.decode_config = dataclasses.replace(
-                self.decode_config,
-                lm_weight=best["lm_weight"],
-                word_score=best["word_score"],
-                unk_score=best["unk_score"],
-            )
-            return result
-        results = []
-        for lm_weight in lm_weights:
-            for word_score in word_scores:
-                self.decode_config = dataclasses.replace(
-                    self.decode_config, lm_weight=lm_weight, word_score=word_score
-                )
-                self._decoders.pop("beam", None)
-                rate = ErrorRate()
-                for utterance, hypothesis in zip(utterances, self.decode(log_probs, "beam"), strict=True):
-                    rate.add(utterance.text, hypothesis.text)
-                results.append(
-                    {"lm_weight": lm_weight, "word_score": word_score, "wer": rate.wer, "cer": rate.cer}
-                )
-        best = min(results, key=lambda r: (r["wer"], r["cer"]))
-        self.decode_config = dataclasses.replace(
-            self.decode_config, lm_weight=best["lm_weight"], word_score=best["word_score"]
-        )
-        self._decoders.pop("beam", None)
-        return {"best": best, "grid": results}
+        log_probs = self.log_probs([self.stored_input(stored[u.key]) for u in utterances])
+        references = [u.text for u in utterances]
+        result = tune(self.decoder("beam"), log_probs, references, lm_weights, word_scores, unk_scores)
+        best = {name: result["best"][name] for name in WEIGHTS}
+        self.decode_config = dataclasses.replace(self.decode_config, **best)
+        return result
 
     def evaluate(
         self,
@@ -361,19 +321,3 @@ class Recognizer:
             }
         return report
 
-
-def arpa_words(path: Path) -> set[str]:
-    """The unigrams of an ARPA language model (its vocabulary), read without loading the rest."""
-    words, inside = set(), False
-    with path.open() as stream:
-        for line in stream:
-            line = line.strip()
-            if line.startswith("\\"):
-                if inside:
-                    break
-                inside = line == "\\1-grams:"
-            elif inside and line:
-                parts = line.split()
-                if len(parts) >= 2 and parts[1] not in ("<s>", "</s>", "<unk>"):
-                    words.add(parts[1])
-    return words

@@ -39,7 +39,7 @@ from recog.features.image import column_sources
 from recog.features.strokes import input_point_indices
 from recog.image import ImageError, read_image
 from recog.ink import InkError, read_ink
-from recog.read import UNKNOWN_WORD, record_for
+from recog.read import record_for
 
 TASKS = ("speech", "ink", "image")
 STATIC = {
@@ -107,10 +107,7 @@ class Service:
             return self._speech(recognizer, data, name)
         frames, places, facts = input_from_bytes(recognizer, data, name)
         log_probs, transcript = self._run(recognizer, frames)
-        flashlight = self.decoder == "beam" and recognizer.decode_config.engine == "flashlight"
-        record = record_for(
-            name, transcript, log_probs, recognizer, places, facts, UNKNOWN_WORD if flashlight else None
-        )
+        record = record_for(name, transcript, log_probs, recognizer, places, facts)
         return {"task": task, "name": record.pop("path"), **record}
 
     def _speech(self, recognizer, data: bytes, name: str) -> dict:

@@ -24,7 +24,7 @@ from recog.datasets.batching import BucketBatchSampler, collate, oversample_fact
 from recog.datasets.handwriting import HandwritingDataset
 from recog.datasets.sets import prepare_corpus, prepare_sets
 from recog.datasets.speech import SpeechDataset, worker_init
-from recog.decode.beam import prepare_language_model
+from recog.decode.lexicon import prepare_language_model
 from recog.distributed import Context, init_distributed, shutdown
 from recog.model import CTCModel
 from recog.precision import training_autocast_bf16
@@ -525,10 +525,9 @@ def final_report(trainer: Trainer, config: Config, out_dir: Path, sets: dict) ->
             {k: v for k, v in payload.items() if k not in ("format", "version")}, out_dir / "best.pt"
         )
         best = tuning["best"]
-        unk = f", unk_score {best['unk_score']}" if "unk_score" in best else ""  # flashlight: untuned
         print(
-            f"beam search ({recognizer.decode_config.engine}) tuned on {tune_on}: lm_weight "
-            f"{best['lm_weight']}, word_score {best['word_score']}{unk} (dev WER {100 * best['wer']:.1f}%)"
+            f"beam search tuned on {tune_on}: lm_weight {best['lm_weight']}, word_score "
+            f"{best['word_score']}, unk_score {best['unk_score']} (dev WER {100 * best['wer']:.1f}%)"
         )
     for name, (utterances, stored) in sets.items():
         report["sets"][name] = recognizer.evaluate(utterances, stored, group_by=config.data.group_by or None)

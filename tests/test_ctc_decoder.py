@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from recog.decode.ctc import CTCBeamDecoder, tune
+from recog.decode.ctc import CTCBeamDecoder
 from recog.decode.lm import NGramLM
 from recog.decode.transcript import Transcript, Word
 from recog.vocab import Vocab
@@ -303,18 +303,6 @@ def test_nbest_lists_distinct_texts_best_first():
     hypotheses = CTCBeamDecoder(VOCAB, beam=20, nbest=3).nbest(emissions(frames))[0]
     assert [h.text for h in hypotheses] == ["cat", "cut", "cot"]
     assert hypotheses[0].score > hypotheses[1].score > hypotheses[2].score
-
-
-def test_tune_picks_weights_that_fix_the_dev_set(word_lm):
-    frames = spelled("the cat s") + [{"e": 0.5, "a": 0.4}, "-"] + spelled("t")[1:]
-    decoder = CTCBeamDecoder(VOCAB, lm=word_lm, lexicon=WORDS, beam=20)
-    result = tune(decoder, [emissions(frames)], ["the cat sat"], [0.0, 1.0], [0.0])
-    assert result["best"]["lm_weight"] == 1.0 and result["best"]["wer"] == 0.0
-    assert decoder.lm_weight == 1.0 and len(result["grid"]) == 2
-    # the unknown-word score too: a clearly spoken word outside the lexicon needs a mild penalty
-    clear = emissions(spelled("the zq sat"))
-    result = tune(decoder, [clear], ["the zq sat"], [0.0], [0.0], unk_scores=[-1000.0, -2.0])
-    assert result["best"]["unk_score"] == -2.0 and decoder.unk_score == -2.0
 
 
 def test_wrong_vocabulary_size_is_a_clear_error():

@@ -1,24 +1,24 @@
 """Decoders on hand-made log-probs whose best path is known; the Kneser-Ney word LM and its ARPA file;
-which beam decoder a checkpoint gets (recog's, or flashlight for checkpoints tuned for it)."""
+the beam decoder a checkpoint gets (recog's, also for checkpoints tuned for the removed flashlight one)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from flashlight.lib.text.decoder.kenlm import KenLM
-from flashlight.lib.text.dictionary import Dictionary
 
-from recog.checkpoint import save_checkpoint
+from recog.checkpoint import CheckpointError, save_checkpoint
 from recog.config import DecodeConfig, FeatureConfig, ModelConfig
 from recog.datasets.manifest import Utterance
-from recog.decode.beam import BeamDecoder, prepare_language_model, write_lexicon
+from recog.decode import Decoder
 from recog.decode.ctc import CTCBeamDecoder
 from recog.decode.greedy import GreedyDecoder
-from recog.decode.lm import BOS, EOS, UNK, build_word_lm, kneser_ney, write_arpa
+from recog.decode.lexicon import prepare_language_model, write_lexicon
+from recog.decode.lm import BOS, EOS, UNK, NGramLM, build_word_lm, kneser_ney, write_arpa
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.model import CTCModel
 from recog.recognizer import Recognizer
@@ -113,8 +113,19 @@ def test_lexicon_lists_every_word_once_with_its_spelling(tmp_path):
     assert path.read_text().splitlines() == ["cat\tc a t |", "don't\td o n ' t |"]  # unknown chars dropped
 
 
-def test_beam_decoder_returns_words_on_peaked_log_probs(language_model):
-    decoder = BeamDecoder(VOCAB, DecodeConfig(beam=20), language_model["lexicon"], language_model["lm"], 0.03)
+def test_both_decoders_are_plain_callables_of_one_protocol():
+    assert isinstance(GreedyDecoder(VOCAB), Decoder) and isinstance(CTCBeamDecoder(VOCAB), Decoder)
+    log_probs = emissions(spelled("the cat"))
+    for decoder in (GreedyDecoder(VOCAB), CTCBeamDecoder(VOCAB, beam=8)):
+        (transcript,) = decoder(log_probs, torch.tensor([log_probs.shape[1]]))
+        assert transcript.text == "the cat"
+
+
+def test_beam_decoder_reads_the_lexicon_and_lm_files_training_writes(language_model):
+    decoder = CTCBeamDecoder(
+        VOCAB, language_model["lm"], language_model["lexicon"], beam=20, frame_seconds=0.03
+    )
+    assert decoder.lexicon_words == sorted({word for sentence in SENTENCES for word in sentence.split()})
     transcript = decode_one(decoder, emissions(spelled("the cat sat")))
     assert transcript.text == "the cat sat"
     assert [word.word for word in transcript.words] == ["the", "cat", "sat"]
@@ -129,7 +140,7 @@ def test_lexicon_corrects_a_misspelling_greedy_makes(language_model):
     frames = spelled("the c") + [{"s": 0.5, "a": 0.4}, "-"] + spelled("t sat")[1:]
     log_probs = emissions(frames)
     assert decode_one(GreedyDecoder(VOCAB), log_probs).text == "the cst sat"
-    decoder = BeamDecoder(VOCAB, DecodeConfig(beam=20), language_model["lexicon"], None)
+    decoder = CTCBeamDecoder(VOCAB, lexicon=language_model["lexicon"], beam=20)
     assert decode_one(decoder, log_probs).text == "the cat sat"
 
 
@@ -138,14 +149,14 @@ def test_word_lm_picks_the_likelier_of_two_real_words(language_model):
     frames = spelled("the cat s") + [{"e": 0.5, "a": 0.4}, "-"] + spelled("t")[1:]
     log_probs = emissions(frames)
     assert decode_one(GreedyDecoder(VOCAB), log_probs).text == "the cat set"
-    lexicon_only = BeamDecoder(VOCAB, DecodeConfig(beam=20), language_model["lexicon"], None)
+    lexicon_only = CTCBeamDecoder(VOCAB, lexicon=language_model["lexicon"], beam=20)
     assert decode_one(lexicon_only, log_probs).text == "the cat set"
-    with_lm = BeamDecoder(VOCAB, DecodeConfig(beam=20), language_model["lexicon"], language_model["lm"])
+    with_lm = CTCBeamDecoder(VOCAB, language_model["lm"], language_model["lexicon"], beam=20, lm_weight=1.0)
     assert decode_one(with_lm, log_probs).text == "the cat sat"
 
 
 def test_lexicon_free_beam_decoder_follows_the_acoustics():
-    decoder = BeamDecoder(VOCAB, DecodeConfig(beam=20, lexicon=False))
+    decoder = CTCBeamDecoder(VOCAB, beam=20)
     log_probs = emissions(spelled("zq ran"))
     transcript = decode_one(decoder, log_probs)
     assert transcript.text == "zq ran"
@@ -202,17 +213,37 @@ def test_kneser_ney_lower_orders_count_contexts_not_occurrences():
     assert arpa_prob(model, ("san",), "francisco") > 0.8
 
 
-def test_arpa_file_loads_in_the_flashlight_decoder_with_the_same_probabilities(tmp_path):
+def written_arpa(tmp_path: Path) -> tuple[list[dict], Path]:
     model = kneser_ney(SENTENCES, 3)
     path = tmp_path / "words.arpa"
     write_arpa(model, path)
     header = path.read_text().split("\n\n")[0].splitlines()
     assert header == ["\\data\\", *(f"ngram {n}={len(grams)}" for n, grams in enumerate(model, start=1))]
+    return model, path
 
-    dictionary = Dictionary()
+
+def test_arpa_file_reads_back_with_the_same_probabilities(tmp_path):
+    model, path = written_arpa(tmp_path)
+    lm = NGramLM.load(path)  # parses the ARPA text; a malformed file raises here
+    state = lm.start()
+    context: tuple[str, ...] = (BOS,)
+    for word in ["the", "cat", "and", "a", "log", "zebra"]:
+        logp, state = lm.score(state, word)  # natural log
+        expected = arpa_prob(model, context[-2:], word if word in lm.index else UNK)
+        assert logp == pytest.approx(math.log(expected), abs=1e-4), word
+        context = (*context, word if word in lm.index else UNK)
+    assert lm.score(state, EOS)[0] == pytest.approx(math.log(arpa_prob(model, context[-2:], EOS)), abs=1e-4)
+
+
+def test_arpa_file_loads_in_kenlm_with_the_same_probabilities(tmp_path):
+    # KenLM as bundled by flashlight-text, a benchmark-only peer (`make bench-decoder` installs it)
+    kenlm = pytest.importorskip("flashlight.lib.text.decoder.kenlm", reason="flashlight-text not installed")
+    text = pytest.importorskip("flashlight.lib.text.dictionary", reason="flashlight-text not installed")
+    model, path = written_arpa(tmp_path)
+    dictionary = text.Dictionary()
     for word in sorted({gram[0] for gram in model[0]}):
         dictionary.add_entry(word)
-    lm = KenLM(str(path), dictionary)  # KenLM parses the ARPA text; a malformed file raises here
+    lm = kenlm.KenLM(str(path), dictionary)  # KenLM parses the ARPA text; a malformed file raises here
     state = lm.start(False)
     context: tuple[str, ...] = (BOS,)
     for word in ["the", "cat", "and", "a", "log"]:
@@ -261,20 +292,29 @@ def checkpoint(folder: Path, decode: dict, name: str = "model.pt") -> Path:
 
 
 def old_decode_settings(**changes) -> dict:
-    """A decode dict as checkpoints stored it before the `engine` key (and recog's pruning) existed."""
-    stored = dataclasses.asdict(DecodeConfig(**changes))
-    for key in ("engine", "token_min_logp", "blank_skip_threshold", "beam_prune", "tune_unk_scores"):
-        del stored[key]
-    return stored
+    """A decode dict as checkpoints stored it before recog had its own decoder: no `engine`, no recog
+    pruning, flashlight's pruning (beam_size_token, beam_threshold), lm_weight on flashlight's log10 scale."""
+    stored = {"beam": 50, "lm_order": 3, "lm_weight": 1.0, "word_score": 0.5, "unk_score": -10.0,
+              "lexicon": True, "beam_size_token": 12, "beam_threshold": 25.0,
+              "tune_lm_weights": [0.5, 1.0, 2.0], "tune_word_scores": [-1.0, 0.5, 2.0]}  # fmt: skip
+    return {**stored, **changes}
 
 
 UNKNOWN_WORD = emissions(spelled("the zq sat"))  # 'zq' is not in the lexicon
 
 
+def load_quietly(path: Path) -> Recognizer:
+    """Recognizer.load, failing the test if it warns."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return Recognizer.load(path)
+
+
 def test_a_new_checkpoint_beam_decodes_with_recog_and_spells_words_outside_the_lexicon(tmp_path):
-    path = checkpoint(tmp_path, dataclasses.asdict(DecodeConfig(beam=20, lm_weight=0.5, unk_score=-3.0)))
-    recognizer = Recognizer.load(path)
-    assert recognizer.decode_config.engine == "recog"
+    stored = dataclasses.asdict(DecodeConfig(beam=20, lm_weight=0.5, unk_score=-3.0))
+    assert "engine" not in stored and "beam_size_token" not in stored
+    recognizer = load_quietly(checkpoint(tmp_path, stored))
+    assert recognizer.decode_config.lm_weight == 0.5  # recog's own weights: not converted
     assert isinstance(recognizer.decoder("beam"), CTCBeamDecoder)
     (transcript,) = recognizer.decode([UNKNOWN_WORD[0]], "beam")
     assert transcript.text == "the zq sat" and "<unk>" not in transcript.text
@@ -287,15 +327,49 @@ def test_a_new_checkpoint_beam_decodes_with_recog_and_spells_words_outside_the_l
     assert recognizer.decode([emissions(frames)[0]], "beam")[0].text == "the cat sat"
 
 
-def test_an_old_checkpoint_stays_on_flashlight(tmp_path):
-    path = checkpoint(tmp_path, old_decode_settings(beam=20, lm_weight=0.5, unk_score=-3.0))
-    recognizer = Recognizer.load(path)
-    assert recognizer.decode_config.engine == "flashlight"
-    assert isinstance(recognizer.decoder("beam"), BeamDecoder)
+@pytest.mark.parametrize(
+    "stored",
+    [
+        old_decode_settings(beam=20, lm_weight=2.0, unk_score=-3.0),  # from before the engine key
+        {
+            **dataclasses.asdict(DecodeConfig(beam=20, lm_weight=1.0, unk_score=-3.0)),
+            "lm_weight": 2.0,
+            "engine": "flashlight",
+            "beam_size_token": 12,
+            "beam_threshold": 25.0,
+        },  # fmt: skip
+    ],
+    ids=["no engine", "engine flashlight"],
+)
+def test_a_checkpoint_tuned_for_flashlight_loads_on_recogs_decoder_with_a_warning(tmp_path, stored):
+    path = checkpoint(tmp_path, stored)
+    with pytest.warns(UserWarning, match="tuned for the flashlight decoder") as caught:
+        recognizer = Recognizer.load(path)
+    (message,) = [str(w.message) for w in caught if "flashlight" in str(w.message)]
+    assert message.startswith(f"{path}: ") and f"recog lm tune --model {path}" in message
+    assert "lm_weight 2 -> 0.8686" in message
+    # the same fusion on recog's natural-log scale: 2 x log10 p = (2 / ln 10) x ln p
+    assert recognizer.decode_config.lm_weight == pytest.approx(2.0 / math.log(10))
+    assert (recognizer.decode_config.beam, recognizer.decode_config.unk_score) == (20, -3.0)
+    decoder = recognizer.decoder("beam")
+    assert isinstance(decoder, CTCBeamDecoder) and decoder.lm_weight == pytest.approx(0.8686, abs=1e-4)
     (transcript,) = recognizer.decode([UNKNOWN_WORD[0]], "beam")
-    assert "<unk>" in transcript.text.split()  # flashlight cannot spell a word outside the lexicon
-    recognizer.configure_beam(beam=10)  # overrides keep the engine
-    assert isinstance(recognizer.decoder("beam"), BeamDecoder)
+    assert transcript.text == "the zq sat"  # recog spells the word flashlight wrote as <unk>
+    recognizer.configure_beam(beam=10)
+    assert recognizer.decoder("beam").options.beam == 10
+
+
+def test_a_checkpoint_of_recogs_engine_with_flashlight_fields_loads_unchanged_and_quietly(tmp_path):
+    stored = {**dataclasses.asdict(DecodeConfig(beam=20, lm_weight=0.7)), "engine": "recog",
+              "beam_size_token": 12, "beam_threshold": 25.0}  # fmt: skip
+    recognizer = load_quietly(checkpoint(tmp_path, stored))
+    assert recognizer.decode_config == DecodeConfig(beam=20, lm_weight=0.7)
+
+
+def test_a_checkpoint_naming_an_unknown_engine_is_a_clear_error(tmp_path):
+    stored = {**dataclasses.asdict(DecodeConfig()), "engine": "kenlm"}
+    with pytest.raises(CheckpointError, match="unknown decoding engine 'kenlm'"):
+        Recognizer.load(checkpoint(tmp_path, stored))
 
 
 def test_another_lm_brings_its_words_and_none_searches_the_lexicon_alone(tmp_path):

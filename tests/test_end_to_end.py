@@ -221,7 +221,7 @@ def test_transcribe_writes_one_json_line_per_input_and_survives_a_bad_file(train
     assert beam.stdout == ""
     (entry,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     expected = recognizer.decode(recognizer.log_probs([read_audio(first)]), "beam")[0]
-    assert recognizer.decode_config.engine == "recog"
+    assert type(recognizer.decoder("beam")).__name__ == "CTCBeamDecoder"
     assert entry["error"] is None and entry["text"] == expected.text
     assert [w["word"] for w in entry["words"]] == [w.word for w in expected.words]
 

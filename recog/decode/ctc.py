@@ -86,7 +86,8 @@ class CTCBeamDecoder:
 
     # -- decoding -----------------------------------------------------------------------------
     def __call__(self, log_probs, lengths=None) -> list[Transcript]:
-        """One Transcript per input: (time, vocab), (batch, time, vocab) with lengths, or a list."""
+        """One Transcript per input: (time, vocab), (batch, time, vocab) with lengths, or a list (the
+        `recog.decode.Decoder` protocol, and more)."""
         return [hypotheses[0] for hypotheses in self.nbest(log_probs, lengths)]
 
     def nbest(self, log_probs, lengths=None) -> list[list[Transcript]]:
@@ -378,32 +379,3 @@ def checkpoint_language_model(language_model: dict | None) -> tuple[NGramLM | No
     lexicon = language_model.get("lexicon")
     words = [line.split()[0] for line in lexicon.splitlines() if line.strip()] if lexicon else None
     return lm, words
-
-
-def tune(
-    decoder: CTCBeamDecoder,
-    log_probs: Sequence,
-    references: Sequence[str],
-    lm_weights: Iterable[float],
-    word_scores: Iterable[float],
-    unk_scores: Iterable[float] | None = None,
-) -> dict:
-    """Grid-search the LM weight, word insertion score and (given `unk_scores`) the unknown-word score
-    by WER (then CER) on a dev set; the decoder is left at the best. Returns {"best": ..., "grid": [...]}."""
-    from recog.metrics import ErrorRate
-
-    grid = []
-    word_scores = list(word_scores)
-    unk_scores = [decoder.unk_score] if unk_scores is None else list(unk_scores)
-    for lm_weight in lm_weights:
-        for word_score in word_scores:
-            for unk_score in unk_scores:
-                decoder.configure(lm_weight=lm_weight, word_score=word_score, unk_score=unk_score)
-                rate = ErrorRate()
-                for reference, transcript in zip(references, decoder(list(log_probs)), strict=True):
-                    rate.add(reference, transcript.text)
-                grid.append({"lm_weight": lm_weight, "word_score": word_score, "unk_score": unk_score,
-                             "wer": rate.wer, "cer": rate.cer})  # fmt: skip
-    best = min(grid, key=lambda r: (r["wer"], r["cer"]))
-    decoder.configure(lm_weight=best["lm_weight"], word_score=best["word_score"], unk_score=best["unk_score"])
-    return {"best": best, "grid": grid}
