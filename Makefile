@@ -64,6 +64,7 @@ bench-decoder: setup
 	@$(PY) -c "import pyctcdecode" 2>/dev/null || $(VENV)/bin/pip install --no-deps pyctcdecode==0.5.0 pygtrie==2.6.2
 	@$(PY) -c "import fast_ctc_decode" 2>/dev/null || $(VENV)/bin/pip install --no-deps fast-ctc-decode==0.3.7 || true
 	@$(PY) -c "import kenlm" 2>/dev/null || $(VENV)/bin/pip install --no-deps kenlm==0.3.0 || true
+	@$(PY) -c "import flashlight.lib.text" 2>/dev/null || $(VENV)/bin/pip install --no-deps flashlight-text==0.0.7 || true
 	$(PY) benchmarks/decoder.py $(BENCH_ARGS)
 
 .PHONY: read

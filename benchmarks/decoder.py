@@ -1,5 +1,7 @@
 """CTC beam search speed and accuracy: recog's CTCBeamDecoder against pyctcdecode 0.5.0, torchaudio's
 flashlight ctc_decoder and fast-ctc-decode, on identical log-probs, in one process, one thread each.
+The peers are benchmark-only (recog itself needs none of them): `make bench-decoder` installs them when
+missing, and a peer that is not installed is left out of the table.
 
 Inputs: (a) synthetic peaked log-probs (fixed seed) spelling sentences of a made-up language whose word
 trigram LM is built from other sentences of it; (b) log-probs of the trained speech model on its test
@@ -15,6 +17,7 @@ threaded); WER is against the reference texts. Results: runs/bench/decoder.json 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -30,8 +33,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from recog.config import DecodeConfig  # noqa: E402
 from recog.decode.ctc import CTCBeamDecoder  # noqa: E402
 from recog.decode.lm import NGramLM  # noqa: E402
+from recog.decode.tuning import grid_search  # noqa: E402
 from recog.metrics import ErrorRate  # noqa: E402
 from recog.vocab import Vocab  # noqa: E402
 
@@ -51,9 +56,13 @@ OURS = {  # per (beam, LM): `--tune` on speech run 8's dev set (no LM, 2026-11-2
     (10, True): {"token_min_logp": -4.0, "blank_skip_threshold": 0.95, "beam_prune": 20.0},
     (25, True): {"token_min_logp": -6.0, "blank_skip_threshold": 0.99, "beam_prune": 20.0},
     (100, True): {"token_min_logp": -8.0, "blank_skip_threshold": 0.9, "beam_prune": 10.0},
-    # other beam widths: the settings chosen before per-beam tuning (one per LM setting)
+    # other beam widths: the settings chosen before per-beam tuning (one per LM setting); with an LM
+    # (what a trained model decodes with) they are DecodeConfig's defaults, so recog's beam search
+    # gets them without this file
     False: {"token_min_logp": -6.0, "blank_skip_threshold": 0.999, "beam_prune": 10.0},
-    True: {"token_min_logp": -8.0, "blank_skip_threshold": 0.999, "beam_prune": 10.0},
+    True: {
+        name: getattr(DecodeConfig, name) for name in ("token_min_logp", "blank_skip_threshold", "beam_prune")
+    },
 }
 
 
@@ -72,7 +81,9 @@ FLASHLIGHT = {  # no LM: every setting gives the greedy WER; with the LM: `--tun
 }
 FLASHLIGHT_OTHER = {"beam_size_token": 8, "beam_threshold": 20.0}  # beams not tuned above
 FAST_CTC = {"beam_cut_threshold": 1e-4}
-# speech, for checkpoints tuned for flashlight (newer ones carry recog's own dev-tuned weights):
+# speech, for checkpoints tuned for flashlight (newer ones carry recog's own dev-tuned weights; recog
+# converts the old ones' LM weight when it loads them, but a weight tuned for the other decoder is not one
+# tuned for this one):
 # LM weight, word score, unknown-word score, from a grid on the dev set (beams 25 and 100)
 SPEECH_WEIGHTS = (0.6, 0.0, -14.0)
 
@@ -146,7 +157,10 @@ def speech(model: Path, manifest: Path, cache: Path, limit: int | None) -> dict 
     lm = NGramLM.from_arpa(_text_stream(language_model["arpa"])) if language_model else None
     lexicon = [line.split("\t")[0] for line in language_model.get("lexicon", "").splitlines() if line]
     decode = payload.get("decode", {})
-    if decode.get("engine") == "recog":  # weights tuned on dev for recog's decoder by `recog train`
+    # as recog.recognizer reads it: no engine and no flashlight pruning (beam_size_token) is a checkpoint
+    # from after flashlight was removed from recog
+    engine = decode.get("engine", "flashlight" if "beam_size_token" in decode else "recog")
+    if engine == "recog":  # weights tuned on dev for recog's decoder by `recog train`
         weights = (decode["lm_weight"], decode["word_score"], decode["unk_score"])
         # flashlight scores the LM in log10 units: the same fusion needs ln(10) times the weight
         flashlight_weights = (weights[0] * math.log(10), weights[1])
@@ -354,43 +368,43 @@ def summary(
 
 
 # the grids `--tune` searches (recog's: each knob one step tighter than the picks of run 8's tuning too)
-OURS_GRID = [
-    {"token_min_logp": t, "blank_skip_threshold": b, "beam_prune": p}
-    for t in (-8.0, -6.0, -5.0, -4.0)
-    for b in (0.999, 0.99, 0.95, 0.9)
-    for p in (20.0, 10.0, 7.0, 5.0)
-]
-FLASHLIGHT_GRID = [
-    {"beam_size_token": k, "beam_threshold": th}
-    for k in (1, 2, 3, 5, 8, 29)
-    for th in (6.0, 10.0, 15.0, 20.0, 30.0)
-]
+OURS_GRID = {
+    "token_min_logp": (-8.0, -6.0, -5.0, -4.0),
+    "blank_skip_threshold": (0.999, 0.99, 0.95, 0.9),
+    "beam_prune": (20.0, 10.0, 7.0, 5.0),
+}
+FLASHLIGHT_GRID = {"beam_size_token": (1, 2, 3, 5, 8, 29), "beam_threshold": (6.0, 10.0, 15.0, 20.0, 30.0)}
 
 
 def tune(data: dict, beams: list[int], which: str, lm_settings: tuple[bool, ...]) -> dict:
     """A decoder's pruning (`which`: recog or flashlight) by the rule in OURS' comment, on the dev set:
     per beam width and LM setting, the fastest grid point whose WER is within 0.002 of the best there."""
-    grid = OURS_GRID if which == "recog" else FLASHLIGHT_GRID
+    axes = OURS_GRID if which == "recog" else FLASHLIGHT_GRID
     chosen = {}
     with tempfile.TemporaryDirectory() as folder:
         for with_lm in lm_settings:
             for beam in beams:
-                rows = []
-                for options in grid:
-                    if which == "recog":
-                        decode = ours(beam, data, with_lm, options, batch=True)
-                    else:
-                        decode = flashlight(beam, data, with_lm, Path(folder), batch=True, options=options)
-                    result = measure_batch(decode, data["log_probs"], data["texts"], budget=TUNE_BUDGET_S)
-                    rows.append({**options, "wer": result["wer"], "seconds": result["cpu_seconds"]})
-                    print(f"tune {which} beam {beam} LM={with_lm} {options} WER {result['wer']:.4f} "
-                          f"{result['cpu_seconds']:.3f} s", flush=True)  # fmt: skip
+                rows = grid_search(
+                    functools.partial(_tuning_point, which, beam, data, with_lm, Path(folder)), axes
+                )
                 best = min(row["wer"] for row in rows)
                 pick = min((r for r in rows if r["wer"] <= best + 0.002), key=lambda r: r["seconds"])
-                chosen[(beam, with_lm)] = {key: pick[key] for key in grid[0]}
+                chosen[(beam, with_lm)] = {key: pick[key] for key in axes}
                 print(f"chosen for {which} beam {beam} LM={with_lm}: {chosen[(beam, with_lm)]} "
                       f"(dev WER {pick['wer']:.4f}, best {best:.4f}, {pick['seconds']:.3f} s)", flush=True)  # fmt: skip
     return chosen
+
+
+def _tuning_point(which: str, beam: int, data: dict, with_lm: bool, folder: Path, options: dict) -> dict:
+    """One point of `tune`'s grid: dev WER and CPU seconds of one batch pass with these pruning options."""
+    if which == "recog":
+        decode = ours(beam, data, with_lm, options, batch=True)
+    else:
+        decode = flashlight(beam, data, with_lm, folder, batch=True, options=options)
+    result = measure_batch(decode, data["log_probs"], data["texts"], budget=TUNE_BUDGET_S)
+    print(f"tune {which} beam {beam} LM={with_lm} {options} WER {result['wer']:.4f} "
+          f"{result['cpu_seconds']:.3f} s", flush=True)  # fmt: skip
+    return {"wer": result["wer"], "seconds": result["cpu_seconds"]}
 
 
 def measure_batch(
@@ -400,6 +414,9 @@ def measure_batch(
     decode_batch(log_probs[:2])  # warm-up
     hypotheses, cpus, walls = _passes(lambda: decode_batch(log_probs), budget)
     return {**summary(hypotheses, log_probs, texts, cpus, walls), "cpu_seconds": statistics.median(cpus)}
+
+
+FLASHLIGHT_MODULE = "flashlight.lib.text"  # flashlight-text: torchaudio's ctc_decoder needs it
 
 
 def available(module: str) -> bool:
@@ -439,7 +456,11 @@ def main() -> int:
             return 1
         lm_settings = {"both": (False, True), "lm": (True,), "none": (False,)}[args.tune_lm]
         picks = {}
-        for which in ("recog", "flashlight") if args.tune == "both" else (args.tune,):
+        which_decoders = ("recog", "flashlight") if args.tune == "both" else (args.tune,)
+        if "flashlight" in which_decoders and not available(FLASHLIGHT_MODULE):
+            print("--tune flashlight: flashlight-text is not installed (make bench-decoder installs it)")
+            return 1
+        for which in which_decoders:
             chosen = tune(dev, beams, which, lm_settings)
             picks[which] = {f"beam {b}, {'LM' if lm else 'no LM'}": v for (b, lm), v in chosen.items()}
         print(json.dumps(picks))
@@ -451,7 +472,11 @@ def main() -> int:
     if real is not None:
         inputs["speech"] = real
     peers = {name: available(module) for name, module in
-             [("pyctcdecode", "pyctcdecode"), ("fast-ctc-decode", "fast_ctc_decode"), ("kenlm", "kenlm")]}  # fmt: skip
+             [("pyctcdecode", "pyctcdecode"), ("fast-ctc-decode", "fast_ctc_decode"), ("kenlm", "kenlm"),
+              ("flashlight", FLASHLIGHT_MODULE)]}  # fmt: skip
+    missing = [name for name, found in peers.items() if not found and name != "kenlm"]
+    if missing:
+        print(f"not installed, left out: {', '.join(missing)} (make bench-decoder installs them)")
     results: dict = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "date": time.strftime("%Y-%m-%d"),
@@ -462,7 +487,9 @@ def main() -> int:
                 for lm in (False, True)
             },
             "pyctcdecode": PYCTC,
-            "flashlight": {f"beam {b}, {'LM' if lm else 'no LM'}": v for (b, lm), v in FLASHLIGHT.items()},
+            "flashlight": {f"beam {b}, {'LM' if lm else 'no LM'}": v for (b, lm), v in FLASHLIGHT.items()}
+            if peers["flashlight"]
+            else None,
             "fast-ctc-decode": FAST_CTC,
         },
         "inputs": {},
@@ -487,17 +514,17 @@ def main() -> int:
                 if with_lm and data["lm"] is None:
                     continue
                 for beam in beams:
-                    decoders = {
-                        "recog": ours(beam, data, with_lm),
-                        "flashlight": flashlight(beam, data, with_lm, folder),
-                    }
+                    decoders = {"recog": ours(beam, data, with_lm)}
+                    if peers["flashlight"]:
+                        decoders["flashlight"] = flashlight(beam, data, with_lm, folder)
                     if peers["pyctcdecode"] and (peers["kenlm"] or not with_lm):
                         decoders["pyctcdecode"] = pyctcdecode(beam, data, with_lm, folder)
                     if peers["fast-ctc-decode"] and not with_lm:
                         decoders["fast-ctc-decode"] = fast_ctc_decode(beam, data)
                     # the same two also given the whole list in one call (flashlight: padded, with lengths)
                     decoders["recog (batch)"] = ours(beam, data, with_lm, batch=True)
-                    decoders["flashlight (batch)"] = flashlight(beam, data, with_lm, folder, batch=True)
+                    if peers["flashlight"]:
+                        decoders["flashlight (batch)"] = flashlight(beam, data, with_lm, folder, batch=True)
                     for name, decode in decoders.items():
                         how = measure_batch if name.endswith("(batch)") else measure
                         result = how(decode, data["log_probs"], data["texts"])
