@@ -11,6 +11,11 @@ Runs: the headline (beam search + LM at the checkpoint's width, bf16 where the C
 of the same files in ten folders) for memory, pocketsphinx (PyPI, its bundled en-us model) on a fixed
 random subset, and GPU runs when there is a GPU. Writes runs/bench/transcribe.json and prints a table.
 
+Engines: the model exported once with `recog export` (its time reported apart), then the same
+transcription with `--engine onnx` (onnxruntime, fp32) beside the PyTorch engine at fp32, with the
+same decoder: beam+LM always, greedy too without --quick. `engines` in the JSON compares them by wall
+time and by the CPU seconds of the model stage alone (summed over the workers).
+
 Usage: python benchmarks/transcribe.py [--files 500] [--sphinx-files 50] [--repeat 3] [--quick]
 """
 
@@ -246,6 +251,58 @@ def run_recog(name: str, model: str, folder: Path, audio_seconds: float, extra: 
     return result
 
 
+# ---------------------------------------------------------------- PyTorch and onnxruntime engines
+def export_onnx(model: str) -> tuple[Path, float]:
+    """`recog export` of the model into a scratch folder; its wall seconds."""
+    out = Path(tempfile.mkdtemp(prefix="recog-bench-onnx-")) / "model.onnx"
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "recog.cli", "export", "--model", model, "--out", str(out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+        capture_output=True,
+    )
+    return out, time.perf_counter() - started
+
+
+def engine_runs(model: str, folder: Path, audio_seconds: float, onnx_file: Path, quick: bool) -> list[dict]:
+    """Each decoder with the PyTorch engine (fp32) and the onnxruntime engine, alternated."""
+    decoders = [("beam+LM", ["--beam"])] + ([] if quick else [("greedy", [])])
+    runs = []
+    for name, extra in decoders:
+        for engine, options in (
+            ("torch fp32", ["--engine", "torch", "--precision", "fp32"]),
+            ("onnx", ["--engine", "onnx", "--onnx", str(onnx_file)]),
+        ):
+            run = run_recog(
+                f"{name} {engine}", model, folder, audio_seconds, [*extra, *options, "--device", "cpu"]
+            )
+            runs.append({**run, "engine": engine.split()[0], "decoder": name})
+    return runs
+
+
+def compare_engines(runs: list[dict], export_seconds: float) -> dict:
+    """Per decoder: onnx over torch fp32 in wall time and model-stage CPU seconds (below 1: onnx faster)."""
+    result = {"export_seconds": export_seconds}
+    for decoder in dict.fromkeys(run["decoder"] for run in runs):
+        pair = {run["engine"]: run for run in runs if run["decoder"] == decoder}
+        torch_run, onnx_run = pair["torch"], pair["onnx"]
+        result[decoder] = {
+            "wall_seconds": {"torch": torch_run["wall_seconds"], "onnx": onnx_run["wall_seconds"]},
+            "model_cpu_seconds": {
+                "torch": torch_run["cpu_seconds"]["model"],
+                "onnx": onnx_run["cpu_seconds"]["model"],
+            },
+            "onnx_over_torch_wall": onnx_run["wall_seconds"] / torch_run["wall_seconds"],
+            "onnx_over_torch_model_cpu": onnx_run["cpu_seconds"]["model"]
+            / max(torch_run["cpu_seconds"]["model"], 1e-9),
+            "same_transcripts": onnx_run["hypotheses"] == torch_run["hypotheses"],
+            "peak_pss_mb": {"torch": torch_run["peak_pss_mb"], "onnx": onnx_run["peak_pss_mb"]},
+        }
+    return result
+
+
 # ---------------------------------------------------------------- pocketsphinx
 def sphinx_worker(list_file: str, output: str) -> None:
     """Transcribe the listed files with pocketsphinx's bundled en-us model (16 kHz, 16-bit mono)."""
@@ -340,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     precision = resolve_precision("auto", "cpu")
     headline = ["--beam", "--precision", "auto", "--device", "cpu"]
     runs = [run_recog("beam+LM", args.model, folder, audio_seconds, headline) for _ in range(args.repeat)]
+    onnx_file, export_seconds = export_onnx(args.model)
+    engines = engine_runs(args.model, folder, audio_seconds, onnx_file, args.quick)
     variants = [] if args.quick else [
         ("beam+LM fp32", ["--beam", "--precision", "fp32", "--device", "cpu"]),
         ("beam 16 +LM", ["--beam", "16", "--precision", "auto", "--device", "cpu"]),
@@ -360,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     sphinx = run_sphinx(subset, durations)
     sphinx.update(error_rates(sphinx.pop("hypotheses"), references))
     ours_on_subset = error_rates({p: runs[0]["hypotheses"][p] for p in subset}, references)
-    for run in runs + others:
+    engine_report = compare_engines(engines, export_seconds)
+    for run in runs + others + engines:
         run.pop("hypotheses")
 
     if model_fingerprint(args.model) != fingerprint:
@@ -398,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             "files_per_second_median": statistics.median(run["files_per_second"] for run in runs),
             "peak_pss_mb_median": statistics.median(run["peak_pss_mb"] for run in runs),
         },
-        "runs": runs + others,
+        "runs": runs + others + engines,
+        "engines": engine_report,
         "memory": memory,
         "pocketsphinx": {**sphinx, "ours_on_same_files": ours_on_subset},
         "ratios": {
@@ -445,6 +506,14 @@ def print_table(report: dict) -> None:
     print(
         f"load average (1 min) at start {load['start']:.1f}, at end {load['end']:.1f} on {report['machine']['cpus']} CPUs"
     )
+    for decoder, row in report["engines"].items():
+        if decoder == "export_seconds":
+            continue
+        print(
+            f"{decoder}: onnx / torch fp32 wall {row['onnx_over_torch_wall']:.2f}, model-stage CPU "
+            f"{row['onnx_over_torch_model_cpu']:.2f} ({row['model_cpu_seconds']['onnx']:.1f} s vs "
+            f"{row['model_cpu_seconds']['torch']:.1f} s), same transcripts: {row['same_transcripts']}"
+        )
     split = report["runs"][0]["cpu_seconds"]
     total = sum(split.values()) or 1.0
     print("CPU time split (headline, all processes): " + ", ".join(

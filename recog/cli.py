@@ -91,9 +91,17 @@ def _load_for_decoding(args: argparse.Namespace):
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from recog.transcribe import Options, run
 
+    if args.engine == "onnx":
+        from recog.export import onnx_settings
+
+        args.device, args.precision = onnx_settings(args.device, args.precision)
+    elif args.onnx:
+        raise JobError("--onnx FILE needs --engine onnx")
     recognizer, beam = _load_for_decoding(args)
     if recognizer is None:
         return 2
+    if args.engine == "onnx":
+        recognizer.use_onnx(args.onnx)
     options = Options(
         output=args.output,
         formats=tuple(kind.strip() for kind in args.format.split(",") if kind.strip()),
@@ -115,6 +123,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         Path(args.summary).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     if summary.failed and (args.strict or summary.failed == summary.files):
         return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from recog.export import export_checkpoint
+
+    print(f"recog: wrote {export_checkpoint(args.model, args.out)}", file=sys.stderr)
     return 0
 
 
@@ -385,9 +400,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transcribe.add_argument("--summary", help="write the run summary as JSON")
     transcribe.add_argument(
+        "--engine",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="run the model with PyTorch, or with onnxruntime (CPU, fp32) from its ONNX export",
+    )
+    transcribe.add_argument(
+        "--onnx", help="with --engine onnx: a `recog export` of --model (default: exported to ~/.cache/recog)"
+    )
+    transcribe.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr"
     )
     transcribe.set_defaults(func=cmd_transcribe)
+
+    export = commands.add_parser(
+        "export", help="export a checkpoint's encoder as ONNX (dynamic batch and time)"
+    )
+    export.add_argument("--model", required=True, help="checkpoint, e.g. runs/speech/best.pt")
+    export.add_argument("--out", required=True, help="ONNX file to write, e.g. model.onnx")
+    export.set_defaults(func=cmd_export)
 
     read = commands.add_parser(
         "read",

@@ -321,3 +321,10 @@ class Recognizer:
             }
         return report
 
+    def use_onnx(self, path: str | Path | None = None) -> None:
+        """Run the encoder with onnxruntime (fp32, CPU) instead of PyTorch: from `path` (a `recog export`
+        of this model, checked), else from a per-user cache, exported there when missing."""
+        from recog.export import encoder_for
+
+        self.model_id  # noqa: B018 (named from the PyTorch weights while they are here)
+        self.model = encoder_for(self, path)
