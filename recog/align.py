@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from recog.audio import AudioError, read_audio
+from recog.audio import AudioError
 from recog.decode.align import AlignError, check_alignable, force_align, labels_for, normalise_text, viterbi
 from recog.decode.transcript import Transcript, Word, cues, timestamp
 from recog.image import ImageError
@@ -23,7 +23,6 @@ from recog.ink import InkError
 
 FORMATS = ("json", "ctm", "srt")
 MAX_TEXT_BYTES = 1_000_000  # a transcript file larger than this is refused before it is read
-UNITS = {"speech": "seconds", "ink": "points", "image": "columns"}
 INPUT_ERRORS = (AlignError, AudioError, InkError, ImageError)
 
 
@@ -63,8 +62,8 @@ def align_input(recognizer, path: str, text: str, text_name: str = "text") -> di
         raise AlignError(f"{text_name}: the text is empty{what}")
     labels = labels_for(written, recognizer.vocab, text_name)
     stack = recognizer.model.config.stack
-    if recognizer.task == "speech":
-        samples = read_audio(path, recognizer.features.config.sample_rate)
+    if recognizer.modality.timed:
+        samples = recognizer.modality.read(path)
         frames = recognizer.frames(samples)
         check_alignable(frames.shape[0] // stack, labels, path)  # before the model runs
         log_probs = recognizer.forward([frames])[0]
@@ -86,15 +85,15 @@ def align_input(recognizer, path: str, text: str, text_name: str = "text") -> di
         if found is None:
             raise AlignError(f"{path}: no CTC path spells the text (the model gives it zero probability)")
         log_prob = round(found[1] / max(len(scores), 1), 4)
-        # char_positions takes the model's modality (its task name before recog.modalities)
-        where = getattr(recognizer, "modality", recognizer.task)
-        chars = char_positions(log_probs, written, recognizer.vocab, stack, places, facts["extent"], where)
+        chars = char_positions(
+            log_probs, written, recognizer.vocab, stack, places, facts["extent"], recognizer.modality
+        )
         words = words_of(chars)
         facts = {key: value for key, value in facts.items() if key != "extent"}
     return {
         "path": path,
         "model": f"{recognizer.task}:{recognizer.model_id}",
-        "unit": UNITS[recognizer.task],
+        "unit": recognizer.modality.unit,
         **facts,
         "text": written,
         "dropped": dropped,
@@ -174,10 +173,10 @@ def run(recognizer, path: str, text: str, options: AlignOptions, text_name: str 
     """Align, render and (with `options.output`) write: (record, rendered text)."""
     if options.format not in FORMATS:
         raise AlignError(f"unknown format {options.format!r}: expected one of {', '.join(FORMATS)}")
-    if options.format != "json" and recognizer.task != "speech":
+    if options.format != "json" and not recognizer.modality.timed:
         raise AlignError(
             f"--format {options.format} needs a speech model; this {recognizer.task} model gives "
-            f"{UNITS[recognizer.task]}: use --format json"
+            f"{recognizer.modality.unit}: use --format json"
         )
     if options.output:
         check_output(options.output, options.force)

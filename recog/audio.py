@@ -25,6 +25,11 @@ checked from the header before anything is decoded, so the resampled result is b
 _BLOCK = 1 << 18  # frames decoded at a time and mixed down to mono: channels never multiply the memory
 
 
+AUDIO_SUFFIXES = frozenset(
+    ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .sph .voc".split()
+)
+
+
 class AudioError(Exception):
     """An audio input that cannot be used; the message names the file and the reason."""
 

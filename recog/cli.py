@@ -52,7 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return 2
     for manifest in args.manifests:
         kept, stored, problems = load_manifest_inputs(
-            recognizer.task, manifest, recognizer.vocab, recognizer.features, workers=2
+            recognizer.modality, manifest, recognizer.vocab, workers=2
         )
         for problem in problems:
             print(f"skipped {problem.source}: {problem.reason}", file=sys.stderr)
@@ -255,20 +255,20 @@ def cmd_lm_build(args: argparse.Namespace) -> int:
 
 
 def cmd_lm_tune(args: argparse.Namespace) -> int:
-    from recog.datasets.manifest import read_manifest
-    from recog.datasets.shards import from_int16, load_audio
+    from recog.datasets.sets import load_manifest_inputs
     from recog.decode.ctc import CTCBeamDecoder, checkpoint_language_model
     from recog.decode.tuning import tune
     from recog.recognizer import Recognizer
 
     recognizer = Recognizer.load(args.model)
     lm, lexicon = checkpoint_language_model(recognizer.language_model)
-    utterances = read_manifest(args.manifest)
-    audio, errors = load_audio(utterances, recognizer.features.config.sample_rate, workers=2)
-    kept = [u for u in utterances if u.key in audio]
-    for key, error in errors.items():
-        print(f"skipped {key}: {error}", file=sys.stderr)
-    log_probs = recognizer.log_probs([from_int16(audio[u.key]) for u in kept])
+    kept, stored, problems = load_manifest_inputs(recognizer.modality, args.manifest, recognizer.vocab)
+    for problem in problems:
+        print(f"skipped {problem.source}: {problem.reason}", file=sys.stderr)
+    if not kept:
+        print(f"recog: lm tune: {args.manifest}: no usable samples", file=sys.stderr)
+        return 2
+    log_probs = recognizer.log_probs([recognizer.stored_input(stored[u.key]) for u in kept])
     decoder = CTCBeamDecoder(
         recognizer.vocab,
         lm=args.lm or lm,

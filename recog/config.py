@@ -68,7 +68,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class WriterAugmentConfig:
-    """Training-time writer variation for ink (task ink): slant, size, spacing, wobble, jitter, rate."""
+    """Training-time writer variation for ink models: slant, size, spacing, wobble, jitter, rate."""
 
     prob: float = 0.9  # share of training samples rewritten by a randomly drawn writer
     strength: float = 1.0  # 0: as written, 1: the default spread, > 1 harsher
@@ -79,7 +79,7 @@ class WriterAugmentConfig:
 
 @dataclass(frozen=True)
 class PaperAugmentConfig:
-    """Training-time pen, paper and scanner variation for line images (task image)."""
+    """Training-time pen, paper and scanner variation for line images (image models)."""
 
     prob: float = 0.9  # share of training samples degraded by a randomly drawn pen/paper/scan
     strength: float = 0.7  # 0: as stored, 1: the default spread (stored images are degraded already)
@@ -190,12 +190,12 @@ class DecodeConfig:
 class Config:
     task: str = "speech"  # speech | ink | image: picks the vocabulary, front end and datasets
     data: DataConfig = field(default_factory=DataConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)  # task speech
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # task speech
-    strokes: StrokeFeatureConfig = field(default_factory=StrokeFeatureConfig)  # task ink
-    writer: WriterAugmentConfig = field(default_factory=WriterAugmentConfig)  # task ink
-    image: ImageFeatureConfig = field(default_factory=ImageFeatureConfig)  # task image
-    paper: PaperAugmentConfig = field(default_factory=PaperAugmentConfig)  # task image
+    features: FeatureConfig = field(default_factory=FeatureConfig)  # speech models
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # speech models
+    strokes: StrokeFeatureConfig = field(default_factory=StrokeFeatureConfig)  # ink models
+    writer: WriterAugmentConfig = field(default_factory=WriterAugmentConfig)  # ink models
+    image: ImageFeatureConfig = field(default_factory=ImageFeatureConfig)  # image models
+    paper: PaperAugmentConfig = field(default_factory=PaperAugmentConfig)  # image models
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)

@@ -364,26 +364,19 @@ def draw_utterance(recognizer, sample, log_probs, hypothesis: str, png: Path, ti
 
     vocab = recognizer.vocab
     text = " ".join(word for word in hypothesis.split() if not vocab.unknown_chars(word))
-    if recognizer.task == "speech":
+    modality = recognizer.modality
+    if modality.timed:
         try:
             words = force_align(log_probs, text, vocab, recognizer.frame_seconds)["words"]
         except AlignError:
             words = []
-        plot_spectrogram(np.asarray(sample), recognizer.features.config.sample_rate, words, png, title)
+        modality.draw(sample, [], words, png, title)
         return
     from recog.read import char_positions
 
-    stack = recognizer.model.config.stack
-    where = getattr(recognizer, "modality", recognizer.task)  # a modality, or the task name before them
-    if recognizer.task == "ink":
-        from recog.features.strokes import input_point_indices
-
-        _, sources = recognizer.features.frames_and_points(sample)
-        places, extent = np.asarray(input_point_indices(sample, sources)), (0, sample.num_points)
-        plot_ink(sample, char_positions(log_probs, text, vocab, stack, places, extent, where), png, title)
-    else:
-        from recog.features.image import column_sources
-
-        places, left, right = column_sources(sample, recognizer.features.config)
-        chars = char_positions(log_probs, text, vocab, stack, np.asarray(places), (left, right), where)
-        plot_line_image(np.asarray(sample), chars, png, title)
+    located = modality.place(sample)
+    extent = located.facts["extent"]
+    chars = char_positions(
+        log_probs, text, vocab, recognizer.model.config.stack, located.places, extent, modality
+    )
+    modality.draw(sample, chars, [], png, title)

@@ -28,17 +28,11 @@ import numpy as np
 import torch
 
 from recog.decode.transcript import Transcript
-from recog.features.image import column_sources
-from recog.features.strokes import input_point_indices
-from recog.image import IMAGE_EXTENSIONS, ImageError, read_image
-from recog.ink import INK_EXTENSIONS, InkError, read_ink
 from recog.jobs import JobError, JobOptions, check_task, isolated, model_tag, run_job, walk
 from recog.jobs.checks import check_numbers
+from recog.modalities import kind_of
 from recog.precision import resolve_precision
 from recog.transcribe.batches import batch_loader
-
-SUFFIXES = {"ink": INK_EXTENSIONS, "image": IMAGE_EXTENSIONS}
-KIND_NAMES = {"ink": "an ink file", "image": "an image"}
 
 
 class ReadError(JobError):
@@ -74,13 +68,13 @@ class ReadSummary:
 
 
 # ---------------------------------------------------------------- inputs
-def collect_files(paths: list[str], task: str) -> list[str]:
+def collect_files(paths: list[str], suffixes) -> list[str]:
     """Files as given, and inside folders (recursively, cycle-safe) the files this model reads, each
     once, in order. A named file of another kind still becomes an input: its line tells what is wrong."""
     found: dict[str, None] = {}
     for given in paths:
         if Path(given).is_dir():
-            found.update(dict.fromkeys(walk(given, SUFFIXES[task])))
+            found.update(dict.fromkeys(walk(given, suffixes)))
         else:
             found.setdefault(given)
     return list(found)
@@ -88,27 +82,13 @@ def collect_files(paths: list[str], task: str) -> list[str]:
 
 def load_input(recognizer, path: str) -> tuple[torch.Tensor, np.ndarray, dict]:
     """(frames, per frame its place in the input, facts for the record); InkError/ImageError if unusable."""
-    task, suffix = recognizer.task, Path(path).suffix.lower()
-    if suffix not in SUFFIXES[task]:
-        other = next((kind for kind, suffixes in SUFFIXES.items() if suffix in suffixes), None)
-        what = (
-            f"{KIND_NAMES[other]} ({suffix})"
-            if other
-            else f"not an ink file or image ({suffix or 'no extension'})"
-        )
-        raise (InkError if task == "ink" else ImageError)(f"{path}: {what}, and this model reads {task}")
-    if task == "ink":
-        ink = read_ink(path)
-        frames, sources = recognizer.features.frames_and_points(ink)
-        places = input_point_indices(ink, sources)
-        facts = {"points": ink.num_points, "extent": (0, ink.num_points)}
-    else:
-        ink_map = read_image(path)
-        frames = recognizer.features(ink_map, name=path)
-        places, left, right = column_sources(ink_map, recognizer.features.config)
-        facts = {"width": ink_map.shape[1], "height": ink_map.shape[0], "extent": (left, right)}
-    frames = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
-    return recognizer.cmvn(frames), np.asarray(places), facts
+    modality, suffix = recognizer.modality, Path(path).suffix.lower()
+    if suffix not in modality.suffixes:
+        other = kind_of(path)
+        what = f"{other.kind} ({suffix})" if other else f"not a file recog reads ({suffix or 'no extension'})"
+        raise modality.error(f"{path}: {what}, and this model reads {modality.name}")
+    located = modality.locate(path)
+    return recognizer.cmvn(located.frames), located.places, located.facts
 
 
 # ---------------------------------------------------------------- where each character is
@@ -152,7 +132,7 @@ def char_positions(
     stack: int,
     places: np.ndarray,
     extent: tuple,
-    task: str,
+    modality,
 ) -> list[dict]:
     """Each character of `text` with the input range it covers and its confidence. Characters the
     model cannot write have no position."""
@@ -172,26 +152,13 @@ def char_positions(
         (last + 1 + following[0]) / 2 for (_, last), following in zip(spans, spans[1:], strict=False)
     ]
     cuts.append(float(frames))
-    bounds = [to_input(cut * stack, places, extent, task) for cut in cuts]
+    bounds = [modality.to_input(cut * stack, places, extent) for cut in cuts]
     bounds[0], bounds[-1] = extent[0], extent[1]
     bounds = np.maximum.accumulate(np.asarray(bounds, dtype=np.int64)).tolist()
     for number, (index, label, (first, last)) in enumerate(zip(known, labels, spans, strict=True)):
         confidence = float(np.exp(scores[first : last + 1, label].max()))
         chars[index].update(start=bounds[number], end=bounds[number + 1], confidence=round(confidence, 4))
     return chars
-
-
-def to_input(position: float, places: np.ndarray, extent: tuple, task: str) -> int:
-    """A boundary between feature frames (`position` in frames) -> a point index or pixel column."""
-    if task == "ink":
-        index = int(np.floor(position + 0.5))
-        return int(places[index]) if index < len(places) else extent[1]
-    # Frame i spans [i, i + 1) in frame units and `places` holds the frames' centres in pixel
-    # coordinates, where pixel k spans [k - 0.5, k + 0.5): a boundary at x becomes the pixel edge
-    # nearest to it, the start of pixel floor(x + 1).
-    step = float(places[1] - places[0]) if len(places) > 1 else 1.0
-    x = places[0] - 0.5 * step + position * step
-    return int(min(max(np.floor(x + 1.0), extent[0]), extent[1]))
 
 
 def words_of(chars: list[dict]) -> list[dict]:
@@ -223,7 +190,7 @@ def record_for(path: str, transcript, log_probs: torch.Tensor, recognizer, place
         recognizer.model.config.stack,
         places,
         facts["extent"],
-        recognizer.task,
+        recognizer.modality,
     )
     placed = [c["confidence"] for c in chars if c["confidence"] is not None]
     if placed:
@@ -264,7 +231,7 @@ class BatchReader(torch.utils.data.Dataset):
             path = self.files[index]
             try:
                 ready.append([index, *load_input(recognizer, path), None, None])
-            except (InkError, ImageError) as error:
+            except recognizer.modality.error as error:
                 done.append((index, failure(path, str(error))))
             except Exception as error:  # a library failing on one odd file must not stop the batch
                 done.append((index, failure(path, f"{path}: {type(error).__name__}: {error}")))
@@ -317,15 +284,15 @@ def run(recognizer, paths: list[str], options: ReadOptions) -> ReadSummary:
     """Read everything in `paths` that the output does not have yet; see the module docstring."""
     started = time.perf_counter()
     options = dataclasses.replace(options, precision=resolve_precision(options.precision, recognizer.device))
-    check_task(recognizer, tuple(SUFFIXES), "recog read", error=ReadError)
+    check_task(recognizer, "recog read", error=ReadError)
     if options.decoder not in ("greedy", "beam"):
         raise ReadError(f"unknown decoder {options.decoder!r}: expected greedy or beam")
     check_numbers(batch_size=options.batch_size)
     if options.workers is not None and options.workers < 0:
         raise ReadError(f"workers must be 0 or more, got {options.workers}")
-    files = collect_files(paths, recognizer.task)
+    files = collect_files(paths, recognizer.modality.suffixes)
     if not files:
-        raise ReadError(f"no {' '.join(SUFFIXES[recognizer.task])} files in {' '.join(paths)}")
+        raise ReadError(f"no {' '.join(recognizer.modality.suffixes)} files in {' '.join(paths)}")
 
     def process(todo: list[int], emit) -> None:
         batches = plan(files, todo, options.batch_size)

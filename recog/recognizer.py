@@ -13,68 +13,39 @@ import numpy as np
 import torch
 
 from recog.checkpoint import CheckpointError, load_checkpoint
-from recog.config import Config, DecodeConfig, FeatureConfig, ModelConfig, config_from_dict
-from recog.datasets.handwriting import decode_stored
+from recog.config import DecodeConfig, ModelConfig, config_from_dict
 from recog.datasets.manifest import Utterance
-from recog.datasets.shards import from_int16
 from recog.decode.base import Decoder
 from recog.decode.greedy import GreedyDecoder
 from recog.decode.transcript import FileTranscript, Transcript
-from recog.features.image import ImageFeatureConfig, ImageFeatures
-from recog.features.speech import CMVN, SpeechFeatures
-from recog.features.strokes import StrokeFeatureConfig, StrokeFeatures
+from recog.features.cmvn import CMVN
 from recog.jobs.checks import file_sha256
 from recog.metrics import ErrorRate
+from recog.modalities import MODALITIES, Modality, modality_for
 from recog.model import CTCModel
 from recog.vocab import Vocab
-
-# Manifest fields that name the per-group rows of a report; the first one an utterance has wins.
-DEFAULT_GROUP_BY = {"speech": "voice", "ink": "style", "image": "style,font"}
-FEATURE_TYPES = {
-    "speech": (SpeechFeatures, FeatureConfig),
-    "ink": (StrokeFeatures, StrokeFeatureConfig),
-    "image": (ImageFeatures, ImageFeatureConfig),
-}
-
-
-def build_features(task: str, values) -> SpeechFeatures | StrokeFeatures | ImageFeatures:
-    """The front end of `task` from its config section (a dataclass or the dict a checkpoint holds)."""
-    if task not in FEATURE_TYPES:
-        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(FEATURE_TYPES)}")
-    features, config = FEATURE_TYPES[task]
-    return features(values if isinstance(values, config) else config_from_dict(config, dict(values)))
-
-
-def features_for(config: Config):
-    """The front end a training config asks for."""
-    section = {"speech": config.features, "ink": config.strokes, "image": config.image}[config.task]
-    return build_features(config.task, section)
 
 
 class Recognizer:
     """A trained model ready to decode; `load` reads a checkpoint without executing code.
 
-    Inputs are what the task's reader gives: float waveforms (speech), `Ink` (ink), ink maps (image).
-    For handwriting, word "times" count output frames (`frame_seconds` is 1)."""
+    A Recognizer is a model, a modality (its reader, front end and where output frames are in the input)
+    and decoders. Inputs are what the modality's reader gives: float waveforms (speech), `Ink` (ink),
+    ink maps (image). For handwriting, word "times" count output frames (`frame_seconds` is 1)."""
 
     def __init__(
         self,
         model: CTCModel,
         vocab: Vocab,
-        features: SpeechFeatures | StrokeFeatures | ImageFeatures,
+        modality: Modality,
         cmvn: CMVN,
         decode: DecodeConfig,
         language_model: dict | None = None,
         device: str = "cpu",
-        task: str = "speech",
     ):
-        self.model, self.vocab, self.features, self.cmvn = model.eval().to(device), vocab, features, cmvn
+        self.model, self.vocab, self.modality, self.cmvn = model.eval().to(device), vocab, modality, cmvn
         self.decode_config, self.language_model, self.device = decode, language_model, device
-        self.task = task
-        if task == "speech":
-            self.frame_seconds = features.config.hop_length * model.config.stack / features.config.sample_rate
-        else:
-            self.frame_seconds = 1.0
+        self.frame_seconds = modality.frame_seconds(model.config.stack)
         self._decoders: dict[str, object] = {}
         self._checkpoint_lm: tuple | None = None  # (NGramLM | None, lexicon words | None), parsed once
         self.checkpoint: str | None = None  # the file it was loaded from
@@ -84,11 +55,11 @@ class Recognizer:
     def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
         payload = load_checkpoint(path)
         task = payload.get("task", "speech")
-        if task not in FEATURE_TYPES:
+        if task not in MODALITIES:
             raise CheckpointError(f"{path}: checkpoint of an unknown task {task!r}")
         try:
             vocab = Vocab(payload["vocab"])
-            features = build_features(task, payload["features"])
+            modality = modality_for(task, payload["features"])
             model = CTCModel(
                 config_from_dict(ModelConfig, payload["model_config"]), payload["input_dim"], len(vocab)
             )
@@ -99,7 +70,7 @@ class Recognizer:
             raise CheckpointError(
                 f"{path}: checkpoint is incomplete or from an incompatible version ({error})"
             ) from None
-        recognizer = cls(model, vocab, features, cmvn, decode, payload.get("language_model"), device, task)
+        recognizer = cls(model, vocab, modality, cmvn, decode, payload.get("language_model"), device)
         recognizer.checkpoint = str(path)
         recognizer._model_id = file_sha256(path)[:16]
         return recognizer
@@ -128,6 +99,15 @@ class Recognizer:
                 stacklevel=3,
             )
         return stored
+
+    @property
+    def task(self) -> str:
+        """The modality's name as checkpoints and output lines write it: speech | ink | image."""
+        return self.modality.name
+
+    @property
+    def features(self):
+        return self.modality.features
 
     @property
     def model_id(self) -> str:
@@ -183,16 +163,11 @@ class Recognizer:
 
     def frames(self, sample) -> torch.Tensor:
         """(time, feat) normalised feature frames of one input (no model: safe in worker processes)."""
-        frames = self.features(sample)
-        if isinstance(frames, np.ndarray):
-            frames = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
-        return self.cmvn(frames)
+        return self.cmvn(self.modality.frames(sample))
 
     def stored_input(self, stored):
         """An input as the datasets keep it in memory (int16 audio, ink/png bytes) -> the reader's output."""
-        if self.task == "speech":
-            return from_int16(stored)
-        return decode_stored(self.task, stored)
+        return self.modality.restore(stored)
 
     @torch.inference_mode()
     def forward(self, frames: list[torch.Tensor], precision: str = "fp32") -> list[torch.Tensor]:
@@ -297,9 +272,7 @@ class Recognizer:
     ) -> dict:
         """WER/CER per decoder, overall and per group (voice, style, font: `group_by` names manifest
         fields, comma separated, the first present wins), with a few examples."""
-        fields = [
-            name.strip() for name in (group_by or DEFAULT_GROUP_BY[self.task]).split(",") if name.strip()
-        ]
+        fields = [name.strip() for name in (group_by or self.modality.group_by).split(",") if name.strip()]
         log_probs = self.log_probs([self.stored_input(stored[u.key]) for u in utterances])
         report = {}
         for kind in kinds:

@@ -35,10 +35,8 @@ import torch
 
 from recog.audio import AudioError, read_audio
 from recog.decode.transcript import Transcript
-from recog.features.image import column_sources
-from recog.features.strokes import input_point_indices
-from recog.image import ImageError, read_image
-from recog.ink import InkError, read_ink
+from recog.image import ImageError
+from recog.ink import InkError
 from recog.read import record_for
 
 TASKS = ("speech", "ink", "image")
@@ -103,7 +101,7 @@ class Service:
     def recognize(self, task: str, data: bytes, name: str) -> dict:
         """One upload -> its result; AudioError/InkError/ImageError (naming `name`) when unusable."""
         recognizer = self.recognizers[task]
-        if task == "speech":
+        if recognizer.modality.timed:
             return self._speech(recognizer, data, name)
         frames, places, facts = input_from_bytes(recognizer, data, name)
         log_probs, transcript = self._run(recognizer, frames)
@@ -138,18 +136,8 @@ class Service:
 
 def input_from_bytes(recognizer, data: bytes, name: str) -> tuple[torch.Tensor, np.ndarray, dict]:
     """`recog.read.load_input` for bytes: (frames, per frame its place in the input, facts)."""
-    if recognizer.task == "ink":
-        ink = read_ink(data, name=name)
-        frames, sources = recognizer.features.frames_and_points(ink)
-        places = input_point_indices(ink, sources)
-        facts = {"points": ink.num_points, "extent": (0, ink.num_points)}
-    else:
-        ink_map = read_image(data, name=name)
-        frames = recognizer.features(ink_map, name=name)
-        places, left, right = column_sources(ink_map, recognizer.features.config)
-        facts = {"width": ink_map.shape[1], "height": ink_map.shape[0], "extent": (left, right)}
-    frames = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
-    return recognizer.cmvn(frames), np.asarray(places), facts
+    located = recognizer.modality.locate(data, name)
+    return recognizer.cmvn(located.frames), located.places, located.facts
 
 
 def header_seconds(data: bytes) -> float | None:
@@ -179,7 +167,7 @@ def load_service(
             raise ServeError(
                 f"{path}: --{wanted}-model needs an {wanted} model, this is a {recognizer.task} model"
             )
-        if recognizer.task in recognizers:
+        if recognizer.modality.name in recognizers:
             raise ServeError(f"{path}: a second {recognizer.task} model (one per input kind)")
         if decoder == "beam":
             recognizer.decoder("beam")  # the LM and lexicon loaded (and kernels compiled) before serving

@@ -21,14 +21,14 @@ from tqdm import tqdm
 from recog.checkpoint import load_checkpoint, save_checkpoint
 from recog.config import Config, TrainConfig, config_to_dict
 from recog.datasets.batching import BucketBatchSampler, collate, oversample_factors
-from recog.datasets.handwriting import HandwritingDataset
+from recog.datasets.dataset import RecognitionDataset, worker_init
 from recog.datasets.sets import prepare_corpus, prepare_sets
-from recog.datasets.speech import SpeechDataset, worker_init
 from recog.decode.lexicon import prepare_language_model
 from recog.distributed import Context, init_distributed, shutdown
+from recog.modalities import from_config
 from recog.model import CTCModel
 from recog.precision import training_autocast_bf16
-from recog.recognizer import Recognizer, features_for
+from recog.recognizer import Recognizer
 from recog.report import format_examples, format_table, plot_curves
 from recog.vocab import Vocab
 
@@ -123,11 +123,12 @@ class Trainer:
     def __init__(self, config: Config, out_dir: Path, context: Context):
         self.config, self.out_dir, self.context = config, out_dir, context
         self.metrics_path = out_dir / "metrics.jsonl"
-        self.vocab = Vocab.for_task(config.task)
-        self.features = features_for(config)
-        sets = prepare_sets(config, out_dir, self.vocab, self.features, context)
-        self.train_set: SpeechDataset | HandwritingDataset = sets["train"]
-        self.dev_set: SpeechDataset | HandwritingDataset = sets["dev"]
+        self.vocab = Vocab.default()
+        self.modality = from_config(config)
+        self.features = self.modality.features
+        sets = prepare_sets(config, out_dir, self.vocab, self.modality, context)
+        self.train_set: RecognitionDataset = sets["train"]
+        self.dev_set: RecognitionDataset = sets["dev"]
         self.cmvn, self.lm_sentences = sets["cmvn"], sets["lm_sentences"]
         self.device = context.device
         self.model = CTCModel(config.model, self.features.dim, len(self.vocab)).to(self.device)
@@ -315,14 +316,13 @@ class Trainer:
             recognizer = Recognizer(
                 self.model,
                 self.vocab,
-                self.features,
+                self.modality,
                 self.cmvn,
                 self.config.decode,
                 None,
                 str(self.device),
-                self.config.task,
             )
-            stored = self.dev_set.audio if isinstance(self.dev_set, SpeechDataset) else self.dev_set.stored
+            stored = self.dev_set.stored
             with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
                 result = recognizer.evaluate(self.dev_set.utterances, stored, kinds=("greedy",))["greedy"]
             self.model.train()
@@ -563,7 +563,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> dict | N
             (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
             cpu_fallback = context.device.type == "cpu" and config.train.bf16 and not trainer.use_cpu_bf16
             trainer.log(
-                f"{len(trainer.train_set)} training {'utterances' if config.task == 'speech' else 'lines'}, {len(trainer.sampler)} batches per epoch, "
+                f"{len(trainer.train_set)} training {trainer.modality.items}, {len(trainer.sampler)} batches per epoch, "
                 f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f}M parameters, "
                 f"device {context.device}{', bf16 autocast' if trainer.use_cpu_bf16 else ''}"
                 f"{', fp32 (train.bf16: no bf16 kernels on this CPU)' if cpu_fallback else ''}"
@@ -593,6 +593,6 @@ def prepare_eval_sets(trainer: Trainer, config: Config) -> dict:
     from recog.datasets.sets import load_eval_set
 
     return {
-        Path(name).stem: load_eval_set(config, name, trainer.out_dir, trainer.vocab, trainer.features)
+        Path(name).stem: load_eval_set(config, name, trainer.out_dir, trainer.vocab, trainer.modality)
         for name in config.data.eval_sets
     }

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 BLANK = "<blank>"
-SPEECH_CHARS = " 'abcdefghijklmnopqrstuvwxyz"
-# The handwriting corpora write the same normalised text (lower case, apostrophe) as speech.
-TASK_CHARS = {"speech": SPEECH_CHARS, "ink": SPEECH_CHARS, "image": SPEECH_CHARS}
+# What the built-in corpora write, speech and handwriting alike (lower case, apostrophe, space); a model
+# trained on other text carries its own vocabulary in its checkpoint.
+DEFAULT_CHARS = " 'abcdefghijklmnopqrstuvwxyz"
+SPEECH_CHARS = DEFAULT_CHARS  # the name before other vocabularies
 
 
 class Vocab:
@@ -24,14 +25,11 @@ class Vocab:
         self._index = {char: i + 1 for i, char in enumerate(chars)}
 
     @classmethod
-    def speech(cls) -> Vocab:
-        return cls(SPEECH_CHARS)
+    def default(cls) -> Vocab:
+        """The built-in corpora's characters, for every modality."""
+        return cls(DEFAULT_CHARS)
 
-    @classmethod
-    def for_task(cls, task: str) -> Vocab:
-        if task not in TASK_CHARS:
-            raise ValueError(f"no vocabulary for task {task!r}: expected one of {', '.join(TASK_CHARS)}")
-        return cls(TASK_CHARS[task])
+    speech = default  # the name before handwriting shared it
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -11,13 +11,14 @@ import torch
 import webdataset
 
 from recog.audio import encode_flac
-from recog.config import AugmentConfig, ConfigError, FeatureConfig, load_config
+from recog.config import AugmentConfig, ConfigError, DataConfig, FeatureConfig, load_config
 from recog.datasets.batching import BucketBatchSampler, collate, make_batches, oversample_factors
+from recog.datasets.dataset import RecognitionDataset
 from recog.datasets.manifest import ManifestError, Utterance, read_manifest
 from recog.datasets.preflight import ctc_frames_needed, preflight, write_report
 from recog.datasets.shards import from_int16, load_audio, to_int16
-from recog.datasets.speech import SpeechDataset
 from recog.features.speech import CMVN, SpeechFeatures
+from recog.modalities import Speech
 from recog.vocab import Vocab
 
 RNG_LENGTHS = np.random.default_rng(7).integers(40, 400, size=173).tolist()
@@ -323,7 +324,9 @@ def test_speech_dataset_augments_reproducibly_per_epoch(speak):
     utterances = [Utterance("a", "hello there", audio="a.wav"), Utterance("b", "one two", audio="b.wav")]
     cmvn = CMVN.fit("global", [features(from_int16(samples)) for samples in audio.values()])
     vocab = Vocab.speech()
-    train = SpeechDataset(utterances, audio, vocab, features, cmvn, AugmentConfig(), seed=4)
+    speech = Speech(features)
+    frames = {key: 1 + samples.shape[0] // 160 for key, samples in audio.items()}
+    train = RecognitionDataset(speech, utterances, audio, frames, vocab, cmvn, AugmentConfig(), seed=4)
     plain, labels = train[0]
     assert labels.tolist() == vocab.encode("hello there")
     torch.testing.assert_close(plain, cmvn(features(from_int16(audio["a"]))))  # no epoch: no augmentation
@@ -335,7 +338,7 @@ def test_speech_dataset_augments_reproducibly_per_epoch(speak):
     assert not torch.equal(first, other_epoch)
     copy, _ = train[(0, 0, 1)]  # an oversampled item's second copy in the same epoch
     assert not torch.equal(first, copy)
-    evaluation = SpeechDataset(utterances, audio, vocab, features, cmvn)
+    evaluation = RecognitionDataset(speech, utterances, audio, frames, vocab, cmvn)
     torch.testing.assert_close(evaluation[(0, 3)][0], plain)  # dev/test never augmented
 
 
@@ -368,14 +371,14 @@ def test_preflight_reports_each_broken_sample_with_its_reason_and_keeps_the_rest
         "long": "good morning good morning good morning good morning",
     }
     utterances = [Utterance(key, text, shard=str(shard)) for key, text in texts.items()]
-    audio, errors = load_audio(utterances, 16000)
-    stack, hop = 3, 160
+    speech = Speech(SpeechFeatures(FeatureConfig()))
+    loaded = speech.load(utterances)
+    stack = 3
     duration_limit = 3.0
     assert samples["long"].shape[0] / 16000 > duration_limit > samples["good"].shape[0] / 16000
 
-    kept, problems = preflight(
-        utterances, audio, errors, vocab, lambda n: (1 + n // hop) // stack, max_duration=duration_limit
-    )
+    data = DataConfig(max_duration=duration_limit)
+    kept, problems = preflight(utterances, loaded, vocab, speech, stack=stack, data=data)
     assert [u.key for u in kept] == ["good", "fine"]
     reasons = {problem.key: problem.reason for problem in problems}
     assert sorted(reasons) == ["garbled", "long", "short", "shouty"]
@@ -396,5 +399,5 @@ def test_preflight_reports_each_broken_sample_with_its_reason_and_keeps_the_rest
     assert {json.loads(line)["key"] for line in lines[1:]} == set(reasons)
 
     # without a duration limit (evaluation sets) the long utterance is kept
-    kept, problems = preflight(utterances, audio, errors, vocab, lambda n: (1 + n // hop) // stack)
+    kept, problems = preflight(utterances, loaded, vocab, speech, stack=stack)
     assert [u.key for u in kept] == ["good", "fine", "long"]

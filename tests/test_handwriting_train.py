@@ -22,14 +22,15 @@ from conftest import REPO, run_recog, subprocess_env
 from recog.checkpoint import load_checkpoint, save_checkpoint
 from recog.config import ConfigError, DecodeConfig, ModelConfig, WriterAugmentConfig, load_config
 from recog.datasets.batching import collate
-from recog.datasets.handwriting import HandwritingDataset, load_samples, preflight_samples
+from recog.datasets.dataset import RecognitionDataset
 from recog.datasets.manifest import read_manifest
-from recog.datasets.preflight import ctc_frames_needed
+from recog.datasets.preflight import ctc_frames_needed, preflight
 from recog.decode.greedy import GreedyDecoder
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.features.strokes import StrokeFeatureConfig, StrokeFeatures, frame_count
 from recog.ink import decode_ink
 from recog.metrics import ErrorRate
+from recog.modalities import modality_for
 from recog.model import CTCModel
 from recog.recognizer import Recognizer
 from recog.vocab import Vocab
@@ -119,7 +120,7 @@ def test_run_writes_a_report_per_set_and_group_and_a_self_contained_checkpoint(t
     assert best["task"] == task and "train_state" not in best
     assert best["features"] == asdict(config.strokes if task == "ink" else config.image)
     assert best["cmvn"]["mean"].shape == (best["input_dim"],) and torch.all(best["cmvn"]["std"] > 0)
-    assert best["vocab"] == Vocab.for_task(task).to_list()
+    assert best["vocab"] == Vocab.default().to_list()
     assert "\\data\\" in best["language_model"]["arpa"]
     lexicon = {line.split("\t")[0] for line in best["language_model"]["lexicon"].splitlines()}
     assert set((corpus / "lm-text.txt").read_text().split()) <= lexicon
@@ -221,14 +222,15 @@ def test_preflight_names_each_unusable_sample_and_keeps_the_rest(corpus, tmp_pat
     lines.append(json.dumps({"key": good[5].key, "shard": str(torn), "text": good[5].text}))
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     utterances = read_manifest(tmp_path / "m.jsonl")
-    loaded = load_samples(utterances, "ink", StrokeFeatureConfig(), workers=2)
-    kept, problems = preflight_samples(utterances, loaded, Vocab.for_task("ink"), stack=3)
+    ink = modality_for("ink", StrokeFeatureConfig())
+    loaded = ink.load(utterances, workers=2)
+    kept, problems = preflight(utterances, loaded, Vocab.default(), ink, stack=3)
     assert [u.key for u in kept] == [u.key for u in good[:3]]
     reasons = {p.key: p.reason for p in problems}
     assert reasons[good[3].key] == "characters outside the vocabulary: '#1'"
     assert (
         reasons["no-such-key"].startswith("unreadable sample:")
-        and "no 'ink.npz' member" in reasons["no-such-key"]
+        and "not found in shard" in reasons["no-such-key"]
     )
     assert (
         reasons[good[4].key].startswith("too short for its transcript:")
@@ -236,26 +238,23 @@ def test_preflight_names_each_unusable_sample_and_keeps_the_rest(corpus, tmp_pat
     )
     assert reasons[good[5].key].startswith("unreadable sample:") and str(torn) in reasons[good[5].key]
     # evaluation (stack 0) does not judge lengths
-    kept, _ = preflight_samples(utterances, loaded, Vocab.for_task("ink"), stack=0)
+    kept, _ = preflight(utterances, loaded, Vocab.default(), ink, stack=0)
     assert good[4].key in {u.key for u in kept}
 
 
 def test_writer_augmentation_is_seeded_by_epoch_and_index_and_never_breaks_ctc(corpus):
     utterances = read_manifest(corpus / "train.jsonl")[:6]
-    features = StrokeFeatures(StrokeFeatureConfig(step=0.25))
-    loaded = load_samples(utterances, "ink", features.config, stats_samples=6)
-    cmvn = loaded.cmvn("global")
-    vocab = Vocab.for_task("ink")
-    plain = HandwritingDataset(
-        "ink", utterances, loaded.stored, loaded.frames, vocab, features, cmvn, stack=3
-    )
-    augmented = HandwritingDataset(
-        "ink",
+    ink = modality_for("ink", StrokeFeatureConfig(step=0.25))
+    loaded = ink.load(utterances, stats_samples=6)
+    cmvn = ink.normaliser(loaded)
+    vocab = Vocab.default()
+    plain = RecognitionDataset(ink, utterances, loaded.stored, loaded.frames, vocab, cmvn, stack=3)
+    augmented = RecognitionDataset(
+        ink,
         utterances,
         loaded.stored,
         loaded.frames,
         vocab,
-        features,
         cmvn,
         WriterAugmentConfig(prob=1.0, strength=2.0),
         seed=1,
@@ -338,15 +337,14 @@ def test_config_sections_per_task_and_clear_errors():
 )
 def test_a_tiny_model_overfits_a_few_lines_to_zero_cer(corpus, task, manifest, model, steps):
     """The whole path (reader, features, normalisation, model, CTC, greedy decoding) can learn."""
-    from recog.recognizer import build_features
-
     torch.manual_seed(0)
     utterances = sorted(read_manifest(corpus / manifest), key=lambda u: len(u.text))[:3]
-    features = build_features(task, {"step": 0.25} if task == "ink" else {"height": 24})
-    loaded = load_samples(utterances, task, features.config, stats_samples=3)
-    vocab = Vocab.for_task(task)
-    dataset = HandwritingDataset(
-        task, utterances, loaded.stored, loaded.frames, vocab, features, loaded.cmvn("global")
+    modality = modality_for(task, {"step": 0.25} if task == "ink" else {"height": 24})
+    features = modality.features
+    loaded = modality.load(utterances, stats_samples=3)
+    vocab = Vocab.default()
+    dataset = RecognitionDataset(
+        modality, utterances, loaded.stored, loaded.frames, vocab, modality.normaliser(loaded)
     )
     batch = collate([dataset[i] for i in range(len(dataset))])
     network = CTCModel(model, features.dim, len(vocab))
@@ -388,7 +386,7 @@ def test_image_run_can_be_read_back_with_the_same_numbers(image_run):
     out, corpus = image_run["out"], image_run["corpus"]
     recognizer = Recognizer.load(out / "best.pt")
     kept, stored, problems = load_manifest_inputs(
-        "image", corpus / "test-images.jsonl", recognizer.vocab, recognizer.features
+        recognizer.modality, corpus / "test-images.jsonl", recognizer.vocab
     )
     assert not problems
     result = recognizer.evaluate(kept, stored, kinds=("greedy",))

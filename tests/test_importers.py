@@ -16,10 +16,11 @@ from conftest import REPO, run_recog, subprocess_env
 from PIL import Image, ImageDraw
 
 from recog.config import load_config
-from recog.datasets.handwriting import load_samples, preflight_samples
 from recog.datasets.importers import ImporterError, Options, cli, convert, import_corpus, output
 from recog.datasets.manifest import read_manifest
+from recog.datasets.preflight import preflight
 from recog.datasets.shards import from_int16, load_audio
+from recog.modalities import modality_for
 from recog.vocab import Vocab
 
 RATE = 16000
@@ -416,10 +417,11 @@ def test_iam_ondb_lines_become_ink_samples_with_their_csr_transcripts(tmp_path):
     assert sets["test"][0].info["form"] == "b02-002x" and sets["test"][0].duration > 2
     config = load_config(REPO / "configs/iam-ondb-tiny.yaml", [])
     everything = [u for split in sets.values() for u in split]
-    loaded = load_samples(everything, "ink", config.strokes)
+    ink = modality_for("ink", config.strokes)
+    loaded = ink.load(everything)
     assert not loaded.errors and set(loaded.stored) == {u.key for u in everything}
     chars = sorted({c for u in everything for c in u.text})
-    kept, problems = preflight_samples(everything, loaded, Vocab(chars), stack=config.model.stack)
+    kept, problems = preflight(everything, loaded, Vocab(chars), ink, stack=config.model.stack)
     assert len(kept) == len(everything) and not problems  # long enough for CTC after stacking
     assert kinds(out) == {
         "unreadable ink": ["a01-000u-03.xml"],
@@ -446,7 +448,8 @@ def test_iam_lines_with_task_lists_writers_and_bad_lines(tmp_path):
     assert sets["train"][1].info["status"] == "err" and first.info["width"] == 360
     assert sets["test"][0].text == 'some "life" Peers'  # lines.txt writes quotes as &quot;
     everything = [u for split in sets.values() for u in split]
-    loaded = load_samples(everything, "image", load_config(REPO / "configs/iam-lines-tiny.yaml", []).image)
+    image = modality_for("image", load_config(REPO / "configs/iam-lines-tiny.yaml", []).image)
+    loaded = image.load(everything)
     assert not loaded.errors and all(loaded.frames[u.key] > 100 for u in everything)
     assert kinds(out) == {"too few fields": ["lines.txt"], "unreadable image": ["b01-001-01.png"]}
 
@@ -460,9 +463,8 @@ def test_image_folder_with_gt_txt_and_fraction_splits(tmp_path):
     assert {s: len(u) for s, u in sets.items()} == {"train": 5, "dev": 2, "test": 2}
     by_key = {u.key: u for split in sets.values() for u in split}
     assert by_key["book2_l01"].text == "line number 1" and by_key["photo"].text == "a jpeg"
-    loaded = load_samples(
-        list(by_key.values()), "image", load_config(REPO / "configs/iam-lines-tiny.yaml", []).image
-    )
+    image = modality_for("image", load_config(REPO / "configs/iam-lines-tiny.yaml", []).image)
+    loaded = image.load(list(by_key.values()))
     assert not loaded.errors and loaded.stored["photo"].startswith(b"\x89PNG")  # the JPEG stored as PNG
     assert kinds(out) == {
         "missing transcript": ["no-text.png"],

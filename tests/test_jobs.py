@@ -28,8 +28,9 @@ from PIL import Image
 from recog.checkpoint import save_checkpoint
 from recog.config import DecodeConfig, ModelConfig
 from recog.features.speech import CMVN
+from recog.modalities import modality_for
 from recog.model import CTCModel
-from recog.recognizer import Recognizer, build_features
+from recog.recognizer import Recognizer
 from recog.vocab import Vocab
 
 RATE = 16000
@@ -39,7 +40,7 @@ MEMORY_LIMIT = 6 << 30  # address space for a subprocess: torch maps ~2 GB, a ru
 # ---------------------------------------------------------------- tiny checkpoints and inputs
 def make_checkpoint(path: Path, task: str, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    vocab, features = Vocab.for_task(task), build_features(task, {})
+    vocab, features = Vocab.default(), modality_for(task).features
     model = CTCModel(ModelConfig(hidden=8, layers=1, stack=1), features.dim, len(vocab))
     payload = {
         "task": task,

@@ -9,12 +9,11 @@ import tarfile
 
 import numpy as np
 
-from recog.datasets.handwriting import Loaded, preflight_samples
 from recog.datasets.manifest import Utterance
 from recog.datasets.preflight import preflight, write_report
 from recog.datasets.sets import load_manifest_inputs
-from recog.features.strokes import StrokeFeatureConfig, StrokeFeatures
 from recog.ink import Ink, encode_ink
+from recog.modalities import Loaded, modality_for
 from recog.vocab import Vocab
 
 TEXTS = {"full": "hello", "empty": "", "blank": "   "}
@@ -22,10 +21,9 @@ TEXTS = {"full": "hello", "empty": "", "blank": "   "}
 
 def test_speech_preflight_skips_and_names_empty_transcripts(tmp_path):
     utterances = [Utterance(key, text, audio=f"/corpus/{key}.wav") for key, text in TEXTS.items()]
-    audio = {key: np.zeros(16000, np.float32) for key in TEXTS}
-    kept, problems = preflight(
-        utterances, audio, {}, Vocab.for_task("speech"), lambda samples: samples // 480
-    )
+    audio = {key: np.zeros(16000, np.int16) for key in TEXTS}
+    loaded = Loaded(audio, {key: 101 for key in TEXTS})
+    kept, problems = preflight(utterances, loaded, Vocab.default(), modality_for("speech"), stack=3)
     assert [u.key for u in kept] == ["full"]
     assert {(p.key, p.source, p.reason) for p in problems} == {
         ("empty", "/corpus/empty.wav", "empty transcript"),
@@ -39,7 +37,7 @@ def test_handwriting_preflight_skips_and_names_empty_transcripts():
     utterances = [Utterance(key, text, shard="/corpus/shard.tar") for key, text in TEXTS.items()]
     loaded = Loaded({key: b"" for key in TEXTS}, {key: 200 for key in TEXTS}, {})
     for stack in (3, 0):  # training and evaluation
-        kept, problems = preflight_samples(utterances, loaded, Vocab.for_task("ink"), stack=stack)
+        kept, problems = preflight(utterances, loaded, Vocab.default(), modality_for("ink"), stack=stack)
         assert [u.key for u in kept] == ["full"]
         assert {(p.key, p.reason) for p in problems} == {
             ("empty", "empty transcript"),
@@ -61,8 +59,7 @@ def test_a_handwriting_manifest_with_an_empty_transcript_loads_the_rest(tmp_path
     manifest.write_text(
         "".join(json.dumps({"key": k, "shard": shard.name, "text": v}) + "\n" for k, v in TEXTS.items())
     )
-    features = StrokeFeatures(StrokeFeatureConfig())
-    kept, stored, problems = load_manifest_inputs("ink", manifest, Vocab.for_task("ink"), features, workers=1)
+    kept, stored, problems = load_manifest_inputs(modality_for("ink"), manifest, Vocab.default(), workers=1)
     assert [u.key for u in kept] == ["full"] and set(stored) == {"full"}
     assert sorted((p.key, p.reason) for p in problems) == [
         ("blank", "empty transcript"),

@@ -28,6 +28,7 @@ from recog.features.image import stretch_contrast
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.image import read_image
 from recog.ink import Ink, decode_ink, read_ink
+from recog.modalities import modality_for
 from recog.model import CTCModel
 from recog.read import align, char_positions, load_input, words_of
 from recog.recognizer import Recognizer
@@ -268,7 +269,7 @@ def test_character_positions_on_log_probs_whose_best_path_is_known():
     log_probs = hand_made(path, len(vocab))
     assert align(log_probs.numpy(), vocab.encode("abc")) == [(1, 2), (5, 5), (8, 9)]
     places = np.arange(24) * 10  # ink: 2 frames per output frame (stack 2), each from a point
-    chars = char_positions(log_probs, "abc", vocab, 2, places, (0, 240), "ink")
+    chars = char_positions(log_probs, "abc", vocab, 2, places, (0, 240), modality_for("ink"))
     # cuts in the middle of the blank gaps: (2 + 1 + 5) / 2 = 4 and (5 + 1 + 8) / 2 = 7 output frames
     assert [(ch["char"], ch["start"], ch["end"]) for ch in chars] == [
         ("a", 0, 80),
@@ -279,7 +280,7 @@ def test_character_positions_on_log_probs_whose_best_path_is_known():
     # image columns: frame i is centred on pixel 3.25 + 2 i of the original image, ink in columns 2-48;
     # the cut after output frame 4 (input frame 8) is at x = 18.25, nearest to the left edge of pixel 19
     columns = 3.25 + 2.0 * np.arange(24)
-    chars = char_positions(log_probs, "abc", vocab, 2, columns, (2, 49), "image")
+    chars = char_positions(log_probs, "abc", vocab, 2, columns, (2, 49), modality_for("image"))
     assert [(ch["start"], ch["end"]) for ch in chars] == [(2, 19), (19, 31), (31, 49)]
     # a doubled letter needs the blank between its two halves
     path = [a, 0, a, space, b]
@@ -290,7 +291,9 @@ def test_character_positions_on_log_probs_whose_best_path_is_known():
         (4, 4),
     ]
     assert words_of(
-        char_positions(hand_made(path, len(vocab)), "aa b", vocab, 1, np.arange(5), (0, 5), "ink")
+        char_positions(
+            hand_made(path, len(vocab)), "aa b", vocab, 1, np.arange(5), (0, 5), modality_for("ink")
+        )
     ) == [
         {"word": "aa", "start": 0, "end": 3, "confidence": pytest.approx(0.9)},
         {"word": "b", "start": 4, "end": 5, "confidence": pytest.approx(0.9)},
@@ -364,7 +367,9 @@ def test_a_word_recogs_beam_search_spells_outside_the_lexicon_is_placed_like_the
     decoder = CTCBeamDecoder(vocab, lexicon=["a", "b"], beam=8, unk_score=-2.0, frame_seconds=1.0)
     transcript = decoder(log_probs)[0]
     assert transcript.text == "a unk b"
-    chars = char_positions(log_probs, transcript.text, vocab, 1, np.arange(len(path)), (0, len(path)), "ink")
+    chars = char_positions(
+        log_probs, transcript.text, vocab, 1, np.arange(len(path)), (0, len(path)), modality_for("ink")
+    )
     assert all(c["start"] is not None and c["confidence"] == pytest.approx(0.9) for c in chars)
     words = words_of(chars)
     assert [(w["word"], w["start"], w["end"]) for w in words] == [("a", 0, 2), ("unk", 3, 7), ("b", 8, 9)]

@@ -31,6 +31,7 @@ from recog.decode.transcript import Transcript, Word, stitch, to_srt, to_vtt
 from recog.features.speech import CMVN, SpeechFeatures
 from recog.jobs import JobError
 from recog.metrics import ErrorRate
+from recog.modalities import Speech
 from recog.model import CTCModel, stack_frames
 from recog.recognizer import Recognizer
 from recog.transcribe import BatchReader, Ledger, Options, collect_sources, merge, plan, read_records, run
@@ -76,7 +77,7 @@ class SegmentModel(torch.nn.Module):
 def segments_recognizer() -> Recognizer:
     vocab = Vocab.speech()
     features = SpeechFeatures(FeatureConfig(kind="logmel"))
-    return Recognizer(SegmentModel(vocab), vocab, features, CMVN("none"), DecodeConfig(lexicon=False))
+    return Recognizer(SegmentModel(vocab), vocab, Speech(features), CMVN("none"), DecodeConfig(lexicon=False))
 
 
 @pytest.fixture(scope="module")
@@ -443,7 +444,7 @@ def long_recording(tmp_path_factory) -> tuple[Recognizer, Path, str]:
                 break
     path = folder / "long.flac"
     soundfile.write(path, recording, RATE)
-    recognizer = Recognizer(model.eval(), vocab, features, cmvn, DecodeConfig(lexicon=False))
+    recognizer = Recognizer(model.eval(), vocab, Speech(features), cmvn, DecodeConfig(lexicon=False))
     return recognizer, path, truth
 
 

@@ -1,5 +1,5 @@
 """Preflight: find samples training cannot use (unreadable audio, empty transcripts, unknown
-characters, CTC-infeasible lengths) before the first step, name each one with its reason, and keep
+characters, CTC-infeasible lengths, over-long inputs) before the first step, name each one with its reason, and keep
 the rest."""
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from recog.datasets.manifest import Utterance
 from recog.vocab import Vocab
@@ -32,31 +30,32 @@ def ctc_frames_needed(label_ids: list[int]) -> int:
 
 def preflight(
     utterances: list[Utterance],
-    audio: dict[str, np.ndarray],
-    load_errors: dict[str, str],
+    loaded,
     vocab: Vocab,
-    output_frames,  # callable: number of samples -> model output frames
-    max_duration: float = 0.0,
-    sample_rate: int = 16000,
+    modality,
+    stack: int = 0,
+    data=None,
 ) -> tuple[list[Utterance], list[Problem]]:
+    """Keep the inputs training can use: loaded (`loaded`: a `recog.modalities.Loaded`), with a
+    transcript, in the vocabulary, long enough for CTC after the model's frame stacking (`stack` 0:
+    no such check, for evaluation) and (given the data config `data`) within its length limit."""
     kept, problems = [], []
     for utterance in utterances:
         reason = None
         unknown = vocab.unknown_chars(utterance.text)
-        if utterance.key in load_errors:
-            reason = f"unreadable audio: {load_errors[utterance.key]}"
+        if utterance.key in loaded.errors:
+            reason = f"{modality.unreadable}: {loaded.errors[utterance.key]}"
         elif not utterance.text.strip():
             reason = EMPTY_TRANSCRIPT
         elif unknown:
             reason = f"characters outside the vocabulary: {''.join(sorted(unknown))!r}"
         else:
-            samples = audio[utterance.key].shape[0]
-            available = output_frames(samples)
+            frames = loaded.frames[utterance.key]
             needed = ctc_frames_needed(vocab.encode(utterance.text))
-            if available < needed:
-                reason = f"too short for its transcript: {available} output frames, CTC needs {needed}"
-            elif max_duration and samples / sample_rate > max_duration:
-                reason = f"longer than data.max_duration ({samples / sample_rate:.1f} s > {max_duration} s)"
+            if stack and frames // stack < needed:
+                reason = f"too short for its transcript: {frames // stack} output frames, CTC needs {needed}"
+            elif data is not None:
+                reason = modality.too_long(loaded.stored[utterance.key], frames, data)
         if reason:
             problems.append(Problem(utterance.key, utterance.source, reason))
         else:

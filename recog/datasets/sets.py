@@ -10,15 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from recog.config import Config, DataConfig
-from recog.datasets.handwriting import HandwritingDataset, load_samples, preflight_samples
+from recog.datasets.dataset import RecognitionDataset
 from recog.datasets.manifest import Utterance, read_manifest
 from recog.datasets.preflight import Problem, preflight, write_report
-from recog.datasets.shards import from_int16, load_audio
-from recog.datasets.speech import SpeechDataset
-from recog.features.speech import CMVN, SpeechFeatures
+from recog.modalities import Loaded, Modality
 from recog.vocab import Vocab
 
 
@@ -47,31 +43,28 @@ def prepare_corpus(data: DataConfig) -> Path:
     return root
 
 
-def _output_frames(features: SpeechFeatures, stack: int):
-    hop = features.config.hop_length
-    return lambda samples: (1 + samples // hop) // stack
+def _workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
-def _load_checked(
-    config: Config, manifest: str, out_dir: Path, vocab: Vocab, features: SpeechFeatures, for_training: bool
-) -> tuple[list[Utterance], dict[str, np.ndarray], dict]:
-    root = Path(config.data.root)
-    utterances = read_manifest(root / manifest)
-    workers = max(1, min(os.cpu_count() or 1, 4))
-    audio, errors = load_audio(utterances, features.config.sample_rate, workers)
+def _load_set(
+    config: Config, modality: Modality, manifest: str, out_dir: Path, vocab: Vocab, for_training: bool
+) -> tuple[list[Utterance], Loaded, dict]:
+    """One manifest's usable utterances after preflight, their loaded inputs (with, for training, the
+    frame sums of a random 2000 for the normalisation statistics), and the preflight summary."""
+    utterances = read_manifest(Path(config.data.root) / manifest)
+    stats = 2000 if for_training else 0
+    loaded = modality.load(utterances, _workers(), stats, config.train.seed)
     kept, problems = preflight(
         utterances,
-        audio,
-        errors,
+        loaded,
         vocab,
-        _output_frames(features, config.model.stack) if for_training else (lambda samples: 1 << 30),
-        config.data.max_duration if for_training else 0.0,
-        features.config.sample_rate,
+        modality,
+        stack=config.model.stack if for_training else 0,
+        data=config.data if for_training else None,
     )
     summary = _report(problems, len(utterances), out_dir, Path(manifest).stem)
-    kept_keys = {u.key for u in kept}
-    audio = {key: samples for key, samples in audio.items() if key in kept_keys}
-    return kept, audio, summary
+    return kept, loaded, summary
 
 
 def _report(problems: list[Problem], total: int, out_dir: Path, name: str) -> dict:
@@ -89,33 +82,14 @@ def _report(problems: list[Problem], total: int, out_dir: Path, name: str) -> di
     return summary
 
 
-def _load_handwriting(
-    config: Config, manifest: str, out_dir: Path, vocab: Vocab, features, for_training: bool
-) -> tuple[list[Utterance], dict[str, bytes], dict, object]:
-    """Ink or line-image samples of one manifest after preflight, and their loading results."""
-    utterances = read_manifest(Path(config.data.root) / manifest)
-    workers = max(1, min(os.cpu_count() or 1, 4))
-    stats = 2000 if for_training else 0  # normalisation statistics from a random 2000 training lines
-    loaded = load_samples(utterances, config.task, features.config, workers, stats, config.train.seed)
-    kept, problems = preflight_samples(
-        utterances,
-        loaded,
-        vocab,
-        stack=config.model.stack if for_training else 0,
-        max_frames=config.data.max_frames if for_training else 0,
-    )
-    summary = _report(problems, len(utterances), out_dir, Path(manifest).stem)
-    stored = {u.key: loaded.stored[u.key] for u in kept}
-    return kept, stored, summary, loaded
+def _kept(utterances: list[Utterance], loaded: Loaded) -> dict:
+    return {u.key: loaded.stored[u.key] for u in utterances}
 
 
-def _prepare_handwriting(config: Config, out_dir: Path, vocab: Vocab, features, context) -> dict:
-    train, train_stored, train_summary, loaded = _load_handwriting(
-        config, config.data.train, out_dir, vocab, features, True
-    )
-    dev, dev_stored, dev_summary, dev_loaded = _load_handwriting(
-        config, config.data.dev, out_dir, vocab, features, False
-    )
+def prepare_sets(config: Config, out_dir: Path, vocab: Vocab, modality: Modality, context) -> dict:
+    """Train and dev datasets after preflight, normalisation statistics from train, and the LM text."""
+    train, loaded, train_summary = _load_set(config, modality, config.data.train, out_dir, vocab, True)
+    dev, dev_loaded, dev_summary = _load_set(config, modality, config.data.dev, out_dir, vocab, False)
     if not train:
         raise CorpusError(
             f"{config.data.root}/{config.data.train}: no usable training samples (see preflight report)"
@@ -124,75 +98,43 @@ def _prepare_handwriting(config: Config, out_dir: Path, vocab: Vocab, features, 
         (out_dir / "preflight.json").write_text(
             json.dumps({"train": train_summary, "dev": dev_summary}, indent=2)
         )
-    cmvn = loaded.cmvn("global")
-    augment = config.writer if config.task == "ink" else config.paper
+    cmvn = modality.normaliser(loaded)
     sentences = [u.text for u in train]
     if config.data.lm_text:
         extra = Path(config.data.root) / config.data.lm_text
         sentences += [line.strip() for line in extra.read_text().splitlines() if line.strip()]
-    common = dict(vocab=vocab, features=features, cmvn=cmvn, stack=config.model.stack)
+    common = dict(vocab=vocab, cmvn=cmvn, stack=config.model.stack)
+    augment = getattr(config, modality.augment_section)
     return {
-        "train": HandwritingDataset(
-            config.task, train, train_stored, loaded.frames, augment=augment, seed=config.train.seed, **common
+        "train": RecognitionDataset(
+            modality,
+            train,
+            _kept(train, loaded),
+            loaded.frames,
+            augment=augment,
+            seed=config.train.seed,
+            **common,
         ),
-        "dev": HandwritingDataset(config.task, dev, dev_stored, dev_loaded.frames, **common),
-        "cmvn": cmvn,
-        "lm_sentences": sentences,
-    }
-
-
-def prepare_sets(config: Config, out_dir: Path, vocab: Vocab, features, context) -> dict:
-    """Train and dev datasets after preflight, CMVN statistics from train, and the LM text."""
-    if config.task != "speech":
-        return _prepare_handwriting(config, out_dir, vocab, features, context)
-    train, train_audio, train_summary = _load_checked(
-        config, config.data.train, out_dir, vocab, features, True
-    )
-    dev, dev_audio, dev_summary = _load_checked(config, config.data.dev, out_dir, vocab, features, False)
-    if not train:
-        raise CorpusError(
-            f"{config.data.root}/{config.data.train}: no usable training samples (see preflight report)"
-        )
-    if context.main:
-        (out_dir / "preflight.json").write_text(
-            json.dumps({"train": train_summary, "dev": dev_summary}, indent=2)
-        )
-    rng = np.random.default_rng(config.train.seed)
-    sample = rng.permutation(len(train))[:2000]
-    cmvn = CMVN.fit(config.features.cmvn, [features(from_int16(train_audio[train[i].key])) for i in sample])
-    sentences = [u.text for u in train]
-    if config.data.lm_text:
-        extra = Path(config.data.root) / config.data.lm_text
-        sentences += [line.strip() for line in extra.read_text().splitlines() if line.strip()]
-    return {
-        "train": SpeechDataset(train, train_audio, vocab, features, cmvn, config.augment, config.train.seed),
-        "dev": SpeechDataset(dev, dev_audio, vocab, features, cmvn),
+        "dev": RecognitionDataset(modality, dev, _kept(dev, dev_loaded), dev_loaded.frames, **common),
         "cmvn": cmvn,
         "lm_sentences": sentences,
     }
 
 
 def load_eval_set(
-    config: Config, manifest: str, out_dir: Path, vocab: Vocab, features
+    config: Config, manifest: str, out_dir: Path, vocab: Vocab, modality: Modality
 ) -> tuple[list[Utterance], dict]:
     """(utterances, key -> stored input: int16 audio, or ink/png bytes) of one evaluation manifest."""
-    if config.task != "speech":
-        utterances, stored, _, _ = _load_handwriting(config, manifest, out_dir, vocab, features, False)
-        return utterances, stored
-    utterances, audio, _ = _load_checked(config, manifest, out_dir, vocab, features, False)
-    return utterances, audio
+    utterances, loaded, _ = _load_set(config, modality, manifest, out_dir, vocab, False)
+    return utterances, _kept(utterances, loaded)
 
 
 def load_manifest_inputs(
-    task: str, manifest: str | Path, vocab: Vocab, features, workers: int = 2
+    modality: Modality, manifest: str | Path, vocab: Vocab, workers: int = 2
 ) -> tuple[list[Utterance], dict, list[Problem]]:
-    """Any manifest for evaluation outside training (`recog eval`): usable utterances, their stored
-    inputs, and what was skipped (unreadable, characters outside the vocabulary)."""
+    """Any manifest for evaluation outside training (`recog eval`, `recog lm tune`): usable utterances,
+    their stored inputs, and what was skipped (unreadable, characters outside the vocabulary)."""
     utterances = read_manifest(manifest)
-    if task == "speech":
-        audio, errors = load_audio(utterances, features.config.sample_rate, workers=workers)
-        kept, problems = preflight(utterances, audio, errors, vocab, lambda samples: 1 << 30)
-        return kept, audio, problems
-    loaded = load_samples(utterances, task, features.config, workers)
-    kept, problems = preflight_samples(utterances, loaded, vocab, stack=0)
-    return kept, {u.key: loaded.stored[u.key] for u in kept}, problems
+    loaded = modality.load(utterances, workers)
+    kept, problems = preflight(utterances, loaded, vocab, modality)
+    return kept, _kept(kept, loaded), problems

@@ -17,6 +17,7 @@ from scipy.fft import next_fast_len
 from scipy.signal import lfilter
 
 from recog.config import AugmentConfig, FeatureConfig
+from recog.features.cmvn import CMVN  # noqa: F401  (its home before recog.features.cmvn)
 
 
 @dataclass
@@ -237,39 +238,3 @@ def spec_augment(frames: torch.Tensor, augment: AugmentConfig, rng: np.random.Ge
         start = int(rng.integers(0, max(1, n_frames - width)))
         frames[start : start + width] = 0
     return frames
-
-
-class CMVN:
-    """Mean and variance normalisation: global statistics from training data, or per utterance."""
-
-    def __init__(self, mode: str, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
-        if mode not in ("global", "utterance", "none"):
-            raise ValueError(f"features.cmvn: expected global, utterance or none, got {mode!r}")
-        self.mode, self.mean, self.std = mode, mean, std
-
-    @classmethod
-    def fit(cls, mode: str, utterances: list[torch.Tensor]) -> CMVN:
-        """Global statistics are always computed and saved; `mode` decides which normalisation applies."""
-        count, total, squares = 0, 0.0, 0.0
-        for frames in utterances:
-            frames = frames.double()
-            count += frames.shape[0]
-            total = total + frames.sum(0)
-            squares = squares + frames.pow(2).sum(0)
-        mean = total / count
-        std = (squares / count - mean.pow(2)).clamp_min(1e-8).sqrt()
-        return cls(mode, mean.float(), std.float())
-
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        if self.mode == "global":
-            return (frames - self.mean) / self.std
-        if self.mode == "utterance":
-            return (frames - frames.mean(0)) / frames.std(0).clamp_min(1e-5)
-        return frames
-
-    def state(self) -> dict:
-        return {"mode": self.mode, "mean": self.mean, "std": self.std}
-
-    @classmethod
-    def from_state(cls, state: dict) -> CMVN:
-        return cls(state["mode"], state.get("mean"), state.get("std"))

@@ -8,12 +8,10 @@ import argparse
 import hashlib
 import os
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from recog.jobs.ledger import JobError, check_output_path
-
-APPS = {"speech": "recog transcribe", "ink": "recog read", "image": "recog read"}
 
 
 # ---------------------------------------------------------------- option values
@@ -117,16 +115,18 @@ def check_numbers(**values: float | None) -> None:
 
 
 # ---------------------------------------------------------------- the model
-def check_task(recognizer, tasks: Sequence[str], command: str, error: type[JobError] = JobError) -> None:
+def check_task(recognizer, command: str, error: type[JobError] = JobError) -> None:
     """A model of another kind is refused at once, naming the checkpoint, its task and what reads it."""
-    task = recognizer.task
-    if task in tasks:
+    modality = recognizer.modality
+    if modality.app == command:
         return
+    from recog.modalities import MODALITIES
+
     name = getattr(recognizer, "checkpoint", None) or "this model"
-    wanted = " or ".join(tasks)
+    wanted = " or ".join(kind.name for kind in MODALITIES.values() if kind.app == command)
     raise error(
-        f"{name}: this is {article(task)} {task} model: `{command}` needs {article(wanted)} {wanted} model "
-        f"(use `{APPS[task]}` for {task} models)"
+        f"{name}: this is {article(modality.name)} {modality.name} model: `{command}` needs "
+        f"{article(wanted)} {wanted} model (use `{modality.app}` for {modality.name} models)"
     )
 
 

@@ -80,7 +80,7 @@ def run(recognizer, paths: list[str], options: Options) -> Summary:
     if options.overlap_seconds < 0 or (options.workers is not None and options.workers < 0):
         raise TranscribeError("overlap_seconds and workers must be 0 or more")
     options = dataclasses.replace(options, precision=resolve_precision(options.precision, recognizer.device))
-    check_task(recognizer, ("speech",), "recog transcribe", error=TranscribeError)
+    check_task(recognizer, "recog transcribe", error=TranscribeError)
     bound_primitive_cache()  # before this process (or a worker forked from it) runs the model
     sources = collect_sources(paths)
     if not sources:

@@ -7,12 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from recog.audio import AUDIO_SUFFIXES
 from recog.jobs import walk
 from recog.transcribe.options import TranscribeError
 
-AUDIO_SUFFIXES = frozenset(
-    ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .sph .voc".split()
-)
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list", ".scp"})
 
 

@@ -14,7 +14,6 @@ from recog.audio import AudioError, encode_flac, read_audio, wav_shortfall
 from recog.image import ImageError, read_image
 from recog.ink import InkError, encode_ink, read_ink
 
-MEMBERS = {"speech": "flac", "ink": "ink.npz", "image": "png"}  # what shards.py / handwriting.py read
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -111,14 +110,12 @@ def _to_png(path: Path) -> bytes:
 def convert(job: tuple[str, str, int]) -> tuple[dict[str, bytes], dict[str, object]] | ConvertError:
     """(task, path, sample_rate) -> (members, fields), or the ConvertError (returned, not raised, so
     that a worker pool hands it back like a result)."""
+    from recog.modalities import MODALITIES
+
     task, name, sample_rate = job
     path = Path(name)
     try:
-        if task == "speech":
-            return audio_sample(path, sample_rate)
-        if task == "ink":
-            return ink_sample(path)
-        return image_sample(path)
+        return MODALITIES[task].pack(path, sample_rate)
     except ConvertError as error:
         return error
     except Exception as error:  # one odd input must not end the import; it is reported and skipped

@@ -27,7 +27,7 @@ from recog.datasets.importers.base import (
     assign_splits,
 )
 from recog.datasets.importers.convert import ConvertError, convert
-from recog.vocab import TASK_CHARS
+from recog.vocab import DEFAULT_CHARS
 
 SHARD_BYTES = 512 * 1024 * 1024  # a shard also closes at this size (long recordings)
 PRINTED_PROBLEMS = 50  # problems printed one per line; all of them go into the report
@@ -100,14 +100,14 @@ def vocabulary(texts: dict[str, list[str]], task: str) -> dict:
         split_counts = Counter("".join(lines))
         by_split[split] = dict(split_counts.most_common())
         counts.update(split_counts)
-    known = set(TASK_CHARS.get(task, ""))
+    known = set(DEFAULT_CHARS)
     outside = {char: n for char, n in counts.most_common() if char not in known}
     return {
         "characters": len(counts),
         "counts": dict(counts.most_common()),
         "names": {char: unicodedata.name(char, f"U+{ord(char):04X}") for char in counts},
         "by_split": by_split,
-        "task_vocabulary": TASK_CHARS.get(task, ""),
+        "task_vocabulary": DEFAULT_CHARS,
         "outside_task_vocabulary": outside,
         "outside_after_lowercasing": {c: n for c, n in outside.items() if c.lower() not in known},
     }
@@ -206,7 +206,7 @@ def _build(fmt: Format, sources: list[Path], root: Path, options: Options, log: 
         finally:
             shards.close()
         splits[split] = {"samples": len(written), "manifest": f"{split}.jsonl", "shards": shards.shards}
-        if fmt.task != "image":
+        if seconds:  # timed inputs (audio, ink with pen times)
             splits[split]["seconds"] = round(seconds, 1)
         texts[split] = written
     if len(problems) > printed:
