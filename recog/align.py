@@ -56,6 +56,8 @@ def read_text(path: str) -> str:
 
 def align_input(recognizer, path: str, text: str, text_name: str = "text") -> dict:
     """The alignment record of one input file and its text (see the module docstring)."""
+    if getattr(recognizer, "text", None):  # the checkpoint's own rules first (case, punctuation, ...)
+        text = recognizer.text(text)
     written, dropped = normalise_text(text, recognizer.vocab)
     if not written:
         what = f" (all of it outside the model's characters: {dropped!r})" if dropped else ""

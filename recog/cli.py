@@ -52,7 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return 2
     for manifest in args.manifests:
         kept, stored, problems = load_manifest_inputs(
-            recognizer.modality, manifest, recognizer.vocab, workers=2
+            recognizer.modality, manifest, recognizer.vocab, workers=2, text=recognizer.text
         )
         for problem in problems:
             print(f"skipped {problem.source}: {problem.reason}", file=sys.stderr)
@@ -262,7 +262,9 @@ def cmd_lm_tune(args: argparse.Namespace) -> int:
 
     recognizer = Recognizer.load(args.model)
     lm, lexicon = checkpoint_language_model(recognizer.language_model)
-    kept, stored, problems = load_manifest_inputs(recognizer.modality, args.manifest, recognizer.vocab)
+    kept, stored, problems = load_manifest_inputs(
+        recognizer.modality, args.manifest, recognizer.vocab, text=recognizer.text
+    )
     for problem in problems:
         print(f"skipped {problem.source}: {problem.reason}", file=sys.stderr)
     if not kept:

@@ -15,6 +15,7 @@ import yaml
 
 from recog.features.image import ImageFeatureConfig
 from recog.features.strokes import StrokeFeatureConfig
+from recog.text import CASES, KEEP_OR_DROP, UNICODE_FORMS, VOCABS, TextConfig
 
 TASKS = ("speech", "ink", "image")
 
@@ -190,6 +191,7 @@ class DecodeConfig:
 class Config:
     task: str = "speech"  # speech | ink | image: picks the vocabulary, front end and datasets
     data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)  # what the model learns to write
     features: FeatureConfig = field(default_factory=FeatureConfig)  # speech models
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # speech models
     strokes: StrokeFeatureConfig = field(default_factory=StrokeFeatureConfig)  # ink models
@@ -288,6 +290,13 @@ RULES: dict[type, dict[str, Rule]] = {
     WriterAugmentConfig: {"prob": PROBABILITY, "strength": at_least(0.0)},
     PaperAugmentConfig: {"prob": PROBABILITY, "strength": at_least(0.0), "stretch": at_least(0.0)},
     StrokeFeatureConfig: {"step": above(0.0), "max_jump": above(0.0)},
+    TextConfig: {
+        "unicode": one_of(*UNICODE_FORMS),
+        "case": one_of(*CASES),
+        "punctuation": one_of(*KEEP_OR_DROP),
+        "digits": one_of(*KEEP_OR_DROP),
+        "vocab": one_of(*VOCABS),
+    },
     ImageFeatureConfig: {"height": at_least(2), "pad": at_least(0.0)},
     ModelConfig: {
         "cell": one_of("lstm", "gru", "rnn"),
@@ -352,6 +361,7 @@ SECTIONS = {
     WriterAugmentConfig: "writer.",
     PaperAugmentConfig: "paper.",
     StrokeFeatureConfig: "strokes.",
+    TextConfig: "text.",
     ImageFeatureConfig: "image.",
     ModelConfig: "model.",
     DataConfig: "data.",

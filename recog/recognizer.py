@@ -23,6 +23,7 @@ from recog.jobs.checks import file_sha256
 from recog.metrics import ErrorRate
 from recog.modalities import MODALITIES, Modality, modality_for
 from recog.model import CTCModel
+from recog.text import TextConfig
 from recog.vocab import Vocab
 
 
@@ -46,6 +47,7 @@ class Recognizer:
         self.model, self.vocab, self.modality, self.cmvn = model.eval().to(device), vocab, modality, cmvn
         self.decode_config, self.language_model, self.device = decode, language_model, device
         self.frame_seconds = modality.frame_seconds(model.config.stack)
+        self.text: TextConfig | None = None  # how references are normalised (None: as they are)
         self._decoders: dict[str, object] = {}
         self._checkpoint_lm: tuple | None = None  # (NGramLM | None, lexicon words | None), parsed once
         self.checkpoint: str | None = None  # the file it was loaded from
@@ -71,6 +73,7 @@ class Recognizer:
                 f"{path}: checkpoint is incomplete or from an incompatible version ({error})"
             ) from None
         recognizer = cls(model, vocab, modality, cmvn, decode, payload.get("language_model"), device)
+        recognizer.text = TextConfig.from_state(payload.get("text"))
         recognizer.checkpoint = str(path)
         recognizer._model_id = file_sha256(path)[:16]
         return recognizer

@@ -22,7 +22,7 @@ from recog.checkpoint import load_checkpoint, save_checkpoint
 from recog.config import Config, TrainConfig, config_to_dict
 from recog.datasets.batching import BucketBatchSampler, collate, oversample_factors
 from recog.datasets.dataset import RecognitionDataset, worker_init
-from recog.datasets.sets import prepare_corpus, prepare_sets
+from recog.datasets.sets import prepare_corpus, prepare_sets, training_vocab
 from recog.decode.lexicon import prepare_language_model
 from recog.distributed import Context, init_distributed, shutdown
 from recog.modalities import from_config
@@ -113,6 +113,7 @@ def model_payload(model: nn.Module, config: Config, vocab: Vocab, features, cmvn
         "vocab": vocab.to_list(),
         "features": asdict(features.config),
         "cmvn": cmvn.state(),
+        "text": config.text.state(),
         "decode": asdict(config.decode),
         "language_model": lm,
         "config": config_to_dict(config),
@@ -123,7 +124,7 @@ class Trainer:
     def __init__(self, config: Config, out_dir: Path, context: Context):
         self.config, self.out_dir, self.context = config, out_dir, context
         self.metrics_path = out_dir / "metrics.jsonl"
-        self.vocab = Vocab.default()
+        self.vocab = training_vocab(config)
         self.modality = from_config(config)
         self.features = self.modality.features
         sets = prepare_sets(config, out_dir, self.vocab, self.modality, context)

@@ -15,13 +15,14 @@ import soundfile
 from conftest import REPO, run_recog, subprocess_env
 from PIL import Image, ImageDraw
 
+from recog.checkpoint import load_checkpoint
 from recog.config import load_config
 from recog.datasets.importers import ImporterError, Options, cli, convert, import_corpus, output
 from recog.datasets.manifest import read_manifest
 from recog.datasets.preflight import preflight
 from recog.datasets.shards import from_int16, load_audio
 from recog.modalities import modality_for
-from recog.vocab import Vocab
+from recog.vocab import DEFAULT_CHARS, Vocab
 
 RATE = 16000
 
@@ -555,9 +556,9 @@ def test_add_parser_gives_recog_a_data_import_command(tmp_path):
 
 def test_import_then_train_the_tiny_librispeech_config(tmp_path):
     """The user's path end to end: a LibriSpeech-format tree -> recog data import -> recog train."""
-    source = write_librispeech(tmp_path / "src", lower=True)  # the built-in vocabulary is lower case
+    source = write_librispeech(tmp_path / "src")  # upper case, as LibriSpeech writes it
     corpus = tmp_path / "corpus"
-    assert import_corpus("librispeech", [source], corpus)["failed"] == 0
+    assert import_corpus("librispeech", [source], corpus)["failed"] == 4
     out = tmp_path / "run"
     run_recog(
         "train",
@@ -571,4 +572,31 @@ def test_import_then_train_the_tiny_librispeech_config(tmp_path):
     result = json.loads((out / "report.json").read_text())
     assert set(result["sets"]) == {"dev", "test"} and result["train_steps"] == 6
     assert set(result["sets"]["test"]["greedy"]["groups"]) == {"test-clean"}
-    assert (out / "best.pt").stat().st_size > 0
+    # trained on the lower-cased transcripts (text.case: lower), scored against them too
+    assert {e["ref"] for e in result["sets"]["test"]["greedy"]["examples"]} == {"the king's dog", "ran home"}
+    payload = load_checkpoint(out / "best.pt")
+    assert payload["text"]["case"] == "lower" and "".join(payload["vocab"]) == DEFAULT_CHARS
+    evaluated = run_recog(
+        "eval", "--model", str(out / "best.pt"), str(corpus / "test.jsonl"), "-o", str(out / "e.json")
+    )
+    assert "skipped" not in evaluated.stderr  # the upper-case references are folded as in training
+    assert json.loads((out / "e.json").read_text())["sets"]["test"]["greedy"]["cer"] == pytest.approx(
+        result["sets"]["test"]["greedy"]["cer"]
+    )
+
+
+def test_import_then_train_iam_lines_with_the_corpus_vocabulary(tmp_path):
+    """IAM lines keep case, digits and punctuation: text.vocab: corpus makes them the model's characters."""
+    corpus = tmp_path / "corpus"
+    import_corpus("iam-lines", [write_iam_lines(tmp_path / "src")], corpus)
+    out = tmp_path / "run"
+    run_recog(
+        "train", "configs/iam-lines-tiny.yaml", "--out", str(out), "--set", f"data.root={corpus}", timeout=300
+    )
+    payload = load_checkpoint(out / "best.pt")
+    train = [u.text for u in read_manifest(corpus / "train.jsonl")]
+    assert set(payload["vocab"]) == {c for t in train for c in t} | {" "}  # the training lines' characters
+    assert {"A", "M", "."} <= set(payload["vocab"]) and payload["text"]["vocab"] == "corpus"
+    preflight = json.loads((out / "preflight.json").read_text())
+    assert preflight["train"]["skipped"] == 0  # nothing left out for its characters
+    assert set(json.loads((out / "report.json").read_text())["sets"]) == {"dev", "test"}

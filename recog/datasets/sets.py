@@ -3,6 +3,7 @@ speech (audio) and handwriting (ink, line images) alike."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ from recog.datasets.dataset import RecognitionDataset
 from recog.datasets.manifest import Utterance, read_manifest
 from recog.datasets.preflight import Problem, preflight, write_report
 from recog.modalities import Loaded, Modality
+from recog.text import TextConfig, corpus_chars
 from recog.vocab import Vocab
 
 
@@ -52,7 +54,7 @@ def _load_set(
 ) -> tuple[list[Utterance], Loaded, dict]:
     """One manifest's usable utterances after preflight, their loaded inputs (with, for training, the
     frame sums of a random 2000 for the normalisation statistics), and the preflight summary."""
-    utterances = read_manifest(Path(config.data.root) / manifest)
+    utterances = normalised(read_manifest(Path(config.data.root) / manifest), config.text)
     stats = 2000 if for_training else 0
     loaded = modality.load(utterances, _workers(), stats, config.train.seed)
     kept, problems = preflight(
@@ -102,7 +104,7 @@ def prepare_sets(config: Config, out_dir: Path, vocab: Vocab, modality: Modality
     sentences = [u.text for u in train]
     if config.data.lm_text:
         extra = Path(config.data.root) / config.data.lm_text
-        sentences += [line.strip() for line in extra.read_text().splitlines() if line.strip()]
+        sentences += [config.text(line) for line in extra.read_text().splitlines() if line.strip()]
     common = dict(vocab=vocab, cmvn=cmvn, stack=config.model.stack)
     augment = getattr(config, modality.augment_section)
     return {
@@ -130,11 +132,28 @@ def load_eval_set(
 
 
 def load_manifest_inputs(
-    modality: Modality, manifest: str | Path, vocab: Vocab, workers: int = 2
+    modality: Modality, manifest: str | Path, vocab: Vocab, workers: int = 2, text: TextConfig | None = None
 ) -> tuple[list[Utterance], dict, list[Problem]]:
-    """Any manifest for evaluation outside training (`recog eval`, `recog lm tune`): usable utterances,
-    their stored inputs, and what was skipped (unreadable, characters outside the vocabulary)."""
-    utterances = read_manifest(manifest)
+    """Any manifest for evaluation outside training (`recog eval`, `recog lm tune`): usable utterances
+    (transcripts normalised by the model's `text` rules), their stored inputs, and what was skipped
+    (unreadable, characters outside the vocabulary)."""
+    utterances = normalised(read_manifest(manifest), text)
     loaded = modality.load(utterances, workers)
     kept, problems = preflight(utterances, loaded, vocab, modality)
     return kept, _kept(kept, loaded), problems
+
+
+def normalised(utterances: list[Utterance], text: TextConfig | None) -> list[Utterance]:
+    """The utterances with their transcripts normalised by `text` (None: as they are)."""
+    if text is None:
+        return utterances
+    return [dataclasses.replace(u, text=text(u.text)) for u in utterances]
+
+
+def training_vocab(config: Config) -> Vocab:
+    """The characters a model of `config` writes: the built-in set, or (text.vocab: corpus) every
+    character of the normalised training transcripts."""
+    if config.text.vocab == "default":
+        return Vocab.default()
+    utterances = normalised(read_manifest(Path(config.data.root) / config.data.train), config.text)
+    return Vocab(corpus_chars(u.text for u in utterances))
