@@ -13,17 +13,38 @@ $(STAMP): requirements.txt pyproject.toml pipelines/setup.sh
 	bash pipelines/setup.sh
 	touch $@
 
-## Generate the multi-voice corpus (cached), train, evaluate: results in runs/speech/report.json
+## Generate the multi-voice corpus (cached), train, evaluate: results in runs/speech/report.json.
+## With DATA=/path/to/LibriSpeech: import train-clean-100, dev-clean, test-clean (+ dev-other, test-other)
+## into data/librispeech once, train configs/librispeech-100.yaml into runs/librispeech-100 (docs/real-data.md;
+## CONFIG=, CORPUS= and RUN= pick another config, import folder and run folder)
 train-speech: setup
+ifeq ($(DATA),)
 	$(PY) -m pipelines.train_speech --config configs/speech.yaml --out runs/speech
+else
+	$(TRAIN_REAL) librispeech
+endif
 
-## Synthetic ink corpus (cached), online (pen-stroke) model, evaluate: runs/handwriting/report.json
+## Synthetic ink corpus (cached), online (pen-stroke) model, evaluate: runs/handwriting/report.json.
+## With DATA=/path/to/IAM-OnDB: import it into data/iam-ondb once, train configs/iam-ondb.yaml into runs/iam-ondb
 train-handwriting: setup
+ifeq ($(DATA),)
 	$(PY) -m pipelines.train_handwriting --config configs/handwriting.yaml --out runs/handwriting
+else
+	$(TRAIN_REAL) iam-ondb
+endif
 
-## The same corpus as line images, offline (image) model: runs/handwriting-offline/report.json
+## The same corpus as line images, offline (image) model: runs/handwriting-offline/report.json.
+## With DATA=/path/to/IAM: import its text lines into data/iam-lines once, train configs/iam-lines.yaml into runs/iam-lines
 train-handwriting-offline: setup
+ifeq ($(DATA),)
 	$(PY) -m pipelines.train_handwriting --config configs/handwriting-offline.yaml --out runs/handwriting-offline
+else
+	$(TRAIN_REAL) iam-lines
+endif
+
+# The DATA= branch of the three training targets: pipelines/train_real.py (import once, train, evaluate)
+TRAIN_REAL = $(PY) -m pipelines.train_real --data "$(DATA)" $(if $(CONFIG),--config "$(CONFIG)") \
+	$(if $(CORPUS),--corpus "$(CORPUS)") $(if $(RUN),--out "$(RUN)")
 
 test: setup
 	$(PY) -m pytest tests
