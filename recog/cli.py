@@ -17,6 +17,7 @@ from recog.jobs import JobError, StreamError
 from recog.jobs.checks import (
     beam_width,
     device,
+    hotwords_file,
     language_model,
     non_negative_int,
     output_file,
@@ -76,16 +77,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _load_for_decoding(args: argparse.Namespace):
-    """(recognizer, beam?) for `transcribe` and `read`: the model on its device, beam search set up
-    when --beam or --lm asks for it; (None, False) after saying why when the LM file is missing."""
+    """(recognizer, beam?) for `transcribe` and `read`: the model on its device, beam search (the
+    default) set up with --beam/--lm/--hotwords/--nbest, or greedy with --greedy; (None, False) after saying why when the LM file is missing."""
     from recog.recognizer import Recognizer
     from recog.transcribe import default_device
 
+    beam_options = [
+        name
+        for name, value in (
+            ("--beam", args.beam),
+            ("--lm", args.lm),
+            ("--hotwords", args.hotwords),
+            ("--nbest", args.nbest),
+        )
+        if value is not None
+    ]
+    if args.greedy and beam_options:
+        raise JobError(f"--greedy cannot be combined with {', '.join(beam_options)} (beam search options)")
     recognizer = Recognizer.load(args.model, default_device() if args.device == "auto" else args.device)
-    beam = args.beam is not None or args.lm is not None
-    if beam:
-        recognizer.configure_beam(args.beam or None, args.lm)
-    return recognizer, beam
+    if not args.greedy:
+        try:
+            recognizer.configure_beam(args.beam or None, args.lm, args.hotwords, args.nbest)
+        except ValueError as error:  # hotwords the model cannot write, --nbest above the beam width
+            raise JobError(str(error)) from None
+    return recognizer, not args.greedy
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -224,6 +239,30 @@ class BeamWidth(argparse.Action):
             namespace.leading_paths = [*getattr(namespace, "leading_paths", []), value]
 
 
+def add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    """Beam search with the checkpoint's lexicon and LM is the default; --greedy for speed."""
+    parser.add_argument(
+        "--beam",
+        nargs="?",
+        action=BeamWidth,
+        metavar="N",
+        help="beam width of the beam search (the default decoder; default width: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--greedy", action="store_true", help="greedy decoding: faster, no LM or lexicon (about 3x the WER)"
+    )
+    parser.add_argument("--lm", type=language_model, help="another word LM (ARPA) for beam search, or 'none'")
+    parser.add_argument(
+        "--hotwords",
+        type=hotwords_file,
+        metavar="FILE",
+        help="phrases to favour, one per line, each optionally followed by its bonus (default 8.0)",
+    )
+    parser.add_argument(
+        "--nbest", type=positive_int, metavar="N", help="also write the N best texts with their scores"
+    )
+
+
 def shard(text: str) -> tuple[int, int]:
     try:
         rank, world = (int(part) for part in text.split("/"))
@@ -359,16 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", default="jsonl", help="comma list of jsonl,txt,srt,vtt: per-file files into --out-dir"
     )
     transcribe.add_argument("--out-dir", help="folder for .txt/.srt/.vtt (default: beside -o)")
-    transcribe.add_argument(
-        "--beam",
-        nargs="?",
-        action=BeamWidth,
-        metavar="N",
-        help="beam search with the checkpoint's lexicon and LM; N: beam width (default: the checkpoint's)",
-    )
-    transcribe.add_argument(
-        "--lm", type=language_model, help="another word LM (ARPA) for beam search, or 'none'"
-    )
+    add_decoding_options(transcribe)
     transcribe.add_argument(
         "--workers", type=non_negative_int, help="worker processes (default: one per core)"
     )
@@ -435,14 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument(
         "-o", "--output", type=output_file, help="JSONL output, resumed when it exists (default: stdout)"
     )
-    read.add_argument(
-        "--beam",
-        nargs="?",
-        action=BeamWidth,
-        metavar="N",
-        help="beam search with the checkpoint's lexicon and LM; N: beam width (default: the checkpoint's)",
-    )
-    read.add_argument("--lm", type=language_model, help="another word LM (ARPA) for beam search, or 'none'")
+    add_decoding_options(read)
     read.add_argument("--batch-size", type=positive_int, default=16, help="files per batch")
     read.add_argument("--workers", type=non_negative_int, help="worker processes (default: one per core)")
     read.add_argument(

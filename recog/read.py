@@ -42,7 +42,7 @@ class ReadError(JobError):
 @dataclass
 class ReadOptions:
     output: str | None = None  # the JSONL file, also the record that makes a rerun resume
-    decoder: str = "greedy"  # greedy | beam
+    decoder: str = "beam"  # beam (with the checkpoint's LM and lexicon) | greedy
     precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA) | auto
     batch_size: int = 16  # files per batch
     workers: int | None = None  # worker processes; None: one per core, 0: all in this process
@@ -205,6 +205,7 @@ def record_for(path: str, transcript, log_probs: torch.Tensor, recognizer, place
         **extra,
         "chars": chars,
         "words": words_of(chars),
+        **({"nbest": transcript.alternatives} if transcript.alternatives else {}),
         "error": None,
     }
 

@@ -48,6 +48,8 @@ class Recognizer:
         self.decode_config, self.language_model, self.device = decode, language_model, device
         self.frame_seconds = modality.frame_seconds(model.config.stack)
         self.text: TextConfig | None = None  # how references are normalised (None: as they are)
+        self._hotwords: dict[str, float] = {}  # phrase -> bonus for this session's beam search
+        self._nbest = 1
         self._decoders: dict[str, object] = {}
         self._checkpoint_lm: tuple | None = None  # (NGramLM | None, lexicon words | None), parsed once
         self.checkpoint: str | None = None  # the file it was loaded from
@@ -160,6 +162,8 @@ class Recognizer:
             blank_skip_threshold=config.blank_skip_threshold,
             beam_prune=config.beam_prune,
             frame_seconds=self.frame_seconds,
+            hotwords=self._hotwords,
+            nbest=self._nbest,
         )
         decoder(np.full((2, len(self.vocab)), -math.log(len(self.vocab)), np.float32))  # (time, vocab)
         return decoder
@@ -213,14 +217,34 @@ class Recognizer:
         padded = torch.nn.utils.rnn.pad_sequence(list(log_probs), batch_first=True)
         return self.decoder(kind)(padded, lengths)
 
-    def configure_beam(self, beam: int | None = None, lm: str | None = None) -> None:
-        """Decoding overrides for this session: the beam width, and another word LM (an ARPA or a
+    def configure_beam(
+        self,
+        beam: int | None = None,
+        lm: str | None = None,
+        hotwords: dict[str, float] | None = None,
+        nbest: int | None = None,
+    ) -> None:
+        """Decoding overrides for this session: the beam width; another word LM (an ARPA or a
         `recog lm build` file; its words join the checkpoint's lexicon) or "none" for lexicon-only beam
-        search."""
+        search; hotwords (phrase -> bonus in natural log, added each time the phrase is recognised);
+        `nbest` texts per input (each Transcript's `alternatives`, best first)."""
         if beam is not None:
             if beam < 1:
                 raise ValueError(f"beam width must be at least 1, got {beam}")
             self.decode_config = dataclasses.replace(self.decode_config, beam=beam)
+        if nbest is not None:
+            if not 1 <= nbest <= self.decode_config.beam:
+                raise ValueError(
+                    f"nbest must be between 1 and the beam width {self.decode_config.beam}, got {nbest}"
+                )
+            self._nbest = nbest
+        if hotwords is not None:
+            unknown = {char for phrase in hotwords for char in self.vocab.unknown_chars(phrase)}
+            if unknown:
+                raise ValueError(
+                    f"hotwords have characters this model cannot write: {''.join(sorted(unknown))!r}"
+                )
+            self._hotwords = dict(hotwords)
         self._decoders.pop("beam", None)
         if lm is None:
             return

@@ -354,7 +354,7 @@ class Trainer:
             )
             self.log(
                 f"step {self.state.step} epoch {self.sampler.epoch}: dev CER {100 * result['cer']:.2f}% "
-                f"WER {100 * result['wer']:.2f}%{' (best)' if improved else ''}  e.g. '{result['examples'][0]['hyp']}'"
+                f"WER {100 * result['wer']:.2f}%{' (best)' if improved else ''}  e.g. '{result['examples'][0]['hyp'] if result['examples'] else ''}'"
             )
             stop = self.state.evals_without_gain >= self.config.train.patience
             if stop:

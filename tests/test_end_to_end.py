@@ -199,7 +199,7 @@ def test_transcribe_writes_one_json_line_per_input_and_survives_a_bad_file(train
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio")
     model = str(trained["out"] / "best.pt")
-    result = run_recog("transcribe", "--model", model, str(first), str(bad), str(second))
+    result = run_recog("transcribe", "--greedy", "--model", model, str(first), str(bad), str(second))
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["path"] for line in lines] == [str(first), str(bad), str(second)]  # the batch went on
     recognizer = Recognizer.load(model)
@@ -224,6 +224,23 @@ def test_transcribe_writes_one_json_line_per_input_and_survives_a_bad_file(train
     assert type(recognizer.decoder("beam")).__name__ == "CTCBeamDecoder"
     assert entry["error"] is None and entry["text"] == expected.text
     assert [w["word"] for w in entry["words"]] == [w.word for w in expected.words]
+
+    # the default is that beam search; --nbest adds the n best texts, best first, with their scores
+    (entry,) = [
+        json.loads(line)
+        for line in run_recog("transcribe", "--model", model, str(first), "--nbest", "3").stdout.splitlines()
+    ]
+    assert entry["text"] == expected.text and entry["nbest"][0]["text"] == entry["text"]
+    assert 1 <= len(entry["nbest"]) <= 3 and len({n["text"] for n in entry["nbest"]}) == len(entry["nbest"])
+    assert [n["score"] for n in entry["nbest"]] == sorted((n["score"] for n in entry["nbest"]), reverse=True)
+    (tmp_path / "hot.txt").write_text("# names\nthe mat 4\nzoë\n")
+    for extra, message in (
+        (["--greedy", "--nbest", "2"], "--greedy cannot be combined with --nbest"),
+        (["--hotwords", str(tmp_path / "hot.txt")], "hotwords have characters this model cannot write: 'ë'"),
+        (["--hotwords", str(tmp_path / "none.txt")], "none.txt: hotwords file not found"),
+    ):
+        refused = run_recog("transcribe", "--model", model, str(first), *extra, check=False)
+        assert refused.returncode == 2 and message in refused.stderr and len(refused.stderr.splitlines()) == 1
 
     # nothing usable at all: a non-zero exit, still one line per input
     failed = run_recog("transcribe", "--model", model, str(bad), check=False)

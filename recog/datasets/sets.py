@@ -96,6 +96,11 @@ def prepare_sets(config: Config, out_dir: Path, vocab: Vocab, modality: Modality
         raise CorpusError(
             f"{config.data.root}/{config.data.train}: no usable training samples (see preflight report)"
         )
+    if not dev:
+        raise CorpusError(
+            f"{config.data.root}/{config.data.dev}: no usable dev samples (see preflight report): "
+            "model selection needs at least one"
+        )
     if context.main:
         (out_dir / "preflight.json").write_text(
             json.dumps({"train": train_summary, "dev": dev_summary}, indent=2)

@@ -88,7 +88,13 @@ class CTCBeamDecoder:
     def __call__(self, log_probs, lengths=None) -> list[Transcript]:
         """One Transcript per input: (time, vocab), (batch, time, vocab) with lengths, or a list (the
         `recog.decode.Decoder` protocol, and more)."""
-        return [hypotheses[0] for hypotheses in self.nbest(log_probs, lengths)]
+        results = []
+        for hypotheses in self.nbest(log_probs, lengths):
+            best = hypotheses[0]
+            if self.options.nbest > 1:
+                best.alternatives = [{"text": h.text, "score": round(h.score, 4)} for h in hypotheses]
+            results.append(best)
+        return results
 
     def nbest(self, log_probs, lengths=None) -> list[list[Transcript]]:
         """Per input, up to `nbest` Transcripts, best first (never empty: an empty text at worst)."""

@@ -20,6 +20,8 @@ class Transcript:
     text: str
     score: float = 0.0
     words: list[Word] = field(default_factory=list)
+    # the beam search's n best texts with their scores, best first, when more than one was asked for
+    alternatives: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +74,7 @@ class FileTranscript(Transcript):
             "text": None if self.error else self.text,
             "duration": self.duration,
             "words": [asdict(word) for word in self.words],
+            **({"nbest": self.alternatives} if self.alternatives else {}),
             "error": self.error,
         }
 
@@ -83,6 +86,7 @@ class FileTranscript(Transcript):
             path=record["path"],
             duration=record.get("duration"),
             error=record.get("error"),
+            alternatives=record.get("nbest") or [],
         )
 
 

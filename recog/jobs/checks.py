@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import zipfile
 from collections.abc import Callable
@@ -98,6 +99,43 @@ def language_model(text: str) -> str:
             f"{text}: not a language model (an ARPA file starts with \\data\\; `recog lm build` writes one)"
         )
     return text
+
+
+MAX_HOTWORDS_BYTES = 1 << 20
+
+
+def hotwords_file(text: str) -> dict[str, float]:
+    """`--hotwords FILE`: one phrase per line, optionally followed by its bonus (natural log, default
+    8.0): "kubernetes 10", "new york"; blank lines and lines starting with # are skipped."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: hotwords file not found")
+    if path.stat().st_size > MAX_HOTWORDS_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{text}: over {MAX_HOTWORDS_BYTES} bytes, too large for a hotwords list"
+        )
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise argparse.ArgumentTypeError(f"{text}: cannot read as UTF-8 text ({error})") from None
+    hotwords: dict[str, float] = {}
+    for number, line in enumerate(lines, start=1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        weight = 8.0
+        try:
+            weight, parts = float(parts[-1]), parts[:-1]
+        except ValueError:
+            pass
+        if not parts or not math.isfinite(weight):
+            raise argparse.ArgumentTypeError(
+                f"{text}:{number}: expected a phrase and an optional bonus, got {line!r}"
+            )
+        hotwords[" ".join(parts)] = weight
+    if not hotwords:
+        raise argparse.ArgumentTypeError(f"{text}: no hotwords in the file")
+    return hotwords
 
 
 def beam_width(text: str) -> int:

@@ -207,4 +207,8 @@ def assemble(result: Result, pending: dict[int, list[Result]], emitted: set[int]
         parts.sort(key=lambda item: item.piece.part)
         joined = stitch([(item.transcript, item.offset, *item.keep) for item in parts])
         duration = piece.duration
-    return FileTranscript(joined.text, joined.score, joined.words, duration=duration)
+    # n-best lists belong to one decoding: a recording decoded in pieces has none
+    alternatives = joined.alternatives if piece.parts == 1 else []
+    return FileTranscript(
+        joined.text, joined.score, joined.words, duration=duration, alternatives=alternatives
+    )

@@ -19,7 +19,7 @@ class Options:
     output: str | None = None  # the JSONL file, also the record that makes a rerun resume
     formats: tuple[str, ...] = ()  # per-file outputs into out_dir: txt, srt, vtt
     out_dir: str | None = None
-    decoder: str = "greedy"  # greedy | beam
+    decoder: str = "beam"  # beam (with the checkpoint's LM and lexicon) | greedy
     precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA) | auto
     workers: int | None = None  # worker processes; None: one per core, 0: all in this process
     batch_seconds: float = 120.0  # padded audio per batch
