@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recog.decode.align import align, words_of  # noqa: F401  (re-exported: read's API)
 from recog.decode.transcript import Transcript
 from recog.jobs import JobError, JobOptions, check_task, isolated, model_tag, run_job, walk
 from recog.jobs.checks import check_numbers
@@ -92,39 +93,6 @@ def load_input(recognizer, path: str) -> tuple[torch.Tensor, np.ndarray, dict]:
 
 
 # ---------------------------------------------------------------- where each character is
-def align(log_probs: np.ndarray, labels: list[int]) -> list[tuple[int, int]] | None:
-    """Per label, the first and last frame of the most probable CTC path (Viterbi) that spells
-    `labels`; None when the frames are too few for the labels."""
-    if not labels:
-        return []
-    states = np.zeros(2 * len(labels) + 1, dtype=np.int64)  # blank, l1, blank, l2, ..., blank
-    states[1::2] = labels
-    emit = log_probs[:, states]  # (time, states)
-    skip = np.zeros(len(states), dtype=bool)
-    skip[3::2] = states[3::2] != states[1:-2:2]  # a label may follow the previous one without a blank
-    score = np.full(len(states), -np.inf)
-    score[:2] = emit[0, :2]
-    back = np.zeros(emit.shape, dtype=np.int8)  # 0: stayed, 1: from the state before, 2: skipped a blank
-    for t in range(1, len(emit)):
-        one = np.concatenate([[-np.inf], score[:-1]])
-        two = np.where(skip, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
-        choices = np.stack([score, one, two])
-        back[t] = np.argmax(choices, axis=0)
-        score = choices[back[t], np.arange(len(states))] + emit[t]
-    state = len(states) - 1 if len(states) == 1 or score[-1] >= score[-2] else len(states) - 2
-    if not np.isfinite(score[state]):
-        return None
-    spans: list[list[int]] = [[-1, -1] for _ in labels]
-    for t in range(len(emit) - 1, -1, -1):
-        if state % 2:
-            label = state // 2
-            spans[label][0] = t
-            if spans[label][1] < 0:
-                spans[label][1] = t
-        state -= int(back[t, state])
-    return [(first, last) for first, last in spans]
-
-
 def char_positions(
     log_probs: torch.Tensor,
     text: str,
@@ -159,27 +127,6 @@ def char_positions(
         confidence = float(np.exp(scores[first : last + 1, label].max()))
         chars[index].update(start=bounds[number], end=bounds[number + 1], confidence=round(confidence, 4))
     return chars
-
-
-def words_of(chars: list[dict]) -> list[dict]:
-    """Words (split at spaces) with the range from their first to their last placed character."""
-    words, current = [], []
-    for char in [*chars, {"char": " "}]:
-        if char["char"] != " ":
-            current.append(char)
-        elif current:
-            placed = [c for c in current if c["start"] is not None]
-            confidence = sum(c["confidence"] for c in placed) / len(placed) if placed else None
-            words.append(
-                {
-                    "word": "".join(c["char"] for c in current),
-                    "start": placed[0]["start"] if placed else None,
-                    "end": placed[-1]["end"] if placed else None,
-                    "confidence": None if confidence is None else round(confidence, 4),
-                }
-            )
-            current = []
-    return words
 
 
 def record_for(path: str, transcript, log_probs: torch.Tensor, recognizer, places, facts) -> dict:

@@ -193,7 +193,9 @@ def test_one_batch_call_gives_what_one_utterance_at_a_time_gives(with_lm, word_l
     assert together == [decoder.nbest(item)[0] for item in batch]
     assert together == CTCBeamDecoder(VOCAB, beam=12, nbest=3, hotwords={"the cat": 2.0}, workers=3,
                                       **options).nbest(batch)  # fmt: skip
-    assert [hypotheses[0] for hypotheses in together] == decoder(batch)
+    assert [(h[0].text, h[0].score, h[0].words) for h in together] == [
+        (t.text, t.score, t.words) for t in decoder(batch)
+    ]
     assert together[-1][0].text == SENTENCES[-1]
     assert any(not len(item) for item in batch) and all(hypotheses for hypotheses in together)
     # padded (batch, time, vocab) with lengths: the same again

@@ -111,7 +111,10 @@ def test_without_data_the_targets_run_the_generated_corpus_recipes():
         ("train-handwriting", "pipelines.train_handwriting --config configs/handwriting.yaml"),
     ):
         result = subprocess.run(
-            ["make", "-n", "-o", ".venv/.setup-done", target], cwd=REPO, capture_output=True, text=True
+            ["make", "--no-print-directory", "-n", "-o", ".venv/.setup-done", target],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
         )
         assert result.stdout.strip() == f".venv/bin/python -m {command}" + (
             " --out runs/handwriting" if target == "train-handwriting" else ""

@@ -126,7 +126,10 @@ class Modality:
         raise NotImplementedError
 
     def too_long(self, stored: Any, frames: int, data) -> str | None:
-        """Why a training input is over the data config's length limit, or None."""
+        """Why a training input is over the data config's length limit (`data.max_frames` feature
+        frames unless the modality has its own), or None."""
+        if data.max_frames and frames > data.max_frames:
+            return f"longer than data.max_frames ({frames} > {data.max_frames} frames)"
         return None
 
     # ---- where an output frame is in the input (subclasses)

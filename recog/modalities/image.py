@@ -84,11 +84,6 @@ class ImageModality(Modality):
             return None
         return cmvn(torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)))
 
-    def too_long(self, stored, frames: int, data) -> str | None:
-        if data.max_frames and frames > data.max_frames:
-            return f"longer than data.max_frames ({frames} > {data.max_frames} frames)"
-        return None
-
     def place(self, ink_map: np.ndarray, name: str | None = None) -> Located:
         frames = self.frames(ink_map, name)
         places, left, right = column_sources(ink_map, self.config)

@@ -68,11 +68,6 @@ class InkModality(Modality):
             return None
         return cmvn(torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)))
 
-    def too_long(self, stored, frames: int, data) -> str | None:
-        if data.max_frames and frames > data.max_frames:
-            return f"longer than data.max_frames ({frames} > {data.max_frames} frames)"
-        return None
-
     def place(self, ink: Ink, name: str | None = None) -> Located:
         frames, sources = self.features.frames_and_points(ink)
         places = input_point_indices(ink, sources)
